@@ -1,0 +1,71 @@
+"""Registry of training-loop backends, imported lazily by name.
+
+Importing this package imports no backend: a missing GPU stack or optional library only makes
+that one backend unavailable, with a reason, and never breaks ``import backends``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    module: str
+    summary: str
+
+
+REGISTRY: dict[str, Entry] = {
+    e.name: e
+    for e in (
+        Entry("python", "backends.pure_python", "pure Python lists and math: the definition of the loop"),
+        Entry("numpy", "backends.numpy_ref", "idiomatic NumPy loop: the agreement reference and speed baseline"),
+        Entry("numba-cpu", "backends.numba_cpu", "Numba @njit, whole loop compiled, one thread"),
+        Entry("numba-parallel", "backends.numba_parallel", "Numba @njit(parallel=True), prange over rows"),
+        Entry("numba-cuda", "backends.numba_cuda", "Numba @cuda.jit kernels on an NVIDIA GPU"),
+        Entry("jax", "backends.jax_xla", "JAX jit with the whole loop in lax.fori_loop"),
+        Entry("torch", "backends.torch_eager", "PyTorch eager, no_grad, manual update rule"),
+        Entry("torch-compile", "backends.torch_compiled", "PyTorch with the iteration under torch.compile"),
+        Entry("cupy", "backends.cupy_gpu", "CuPy arrays on an NVIDIA GPU"),
+    )
+}
+
+REFERENCE = "numpy"
+
+
+class UnknownBackend(KeyError):
+    def __str__(self) -> str:
+        return f"unknown backend {self.args[0]!r}; known: {', '.join(REGISTRY)}"
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def load(name: str) -> ModuleType:
+    """Import the backend module; raises UnknownBackend or ImportError (missing package)."""
+    try:
+        entry = REGISTRY[name]
+    except KeyError:
+        raise UnknownBackend(name) from None
+    return importlib.import_module(entry.module)
+
+
+def availability(name: str) -> str | None:
+    """None if the backend can run here, else a one-line reason (never raises for known names)."""
+    try:
+        module = load(name)
+    except UnknownBackend:
+        raise
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        return f"package {missing!r} not installed" if missing else f"import failed: {exc}"
+    except Exception as exc:  # a broken install must not hide other backends
+        return f"import failed: {type(exc).__name__}: {exc}"
+    try:
+        return module.available()
+    except Exception as exc:
+        return f"availability check failed: {type(exc).__name__}: {exc}"

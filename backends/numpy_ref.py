@@ -1,0 +1,54 @@
+"""`numpy`: the idiomatic NumPy loop -- the reference for agreement and the baseline for speed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.base import Problem, TrainResult, check_dtype, n_logged
+
+DTYPES = ("float64", "float32")
+DEVICE = "cpu"
+
+
+def available() -> str | None:
+    return None
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # exp(-z) -> inf for z < -709 gives s = 0, as intended
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def prepare(problem: Problem) -> dict:
+    check_dtype(DTYPES, problem, "numpy")
+    return {
+        "X": problem.X,
+        "y": problem.y,
+        "W": [w.copy() for w in problem.weights],
+        "alpha": problem.X.dtype.type(problem.alpha),
+        "losses": [],
+    }
+
+
+def run(state: dict, iterations: int, log_every: int) -> None:
+    X, y, W, alpha = state["X"], state["y"], state["W"], state["alpha"]
+    losses = np.empty(n_logged(iterations, log_every))
+    for it in range(iterations):
+        a = [X]
+        for w in W:
+            a.append(sigmoid(a[-1] @ w))
+        err = y - a[-1]
+        if log_every and it % log_every == 0:
+            losses[it // log_every] = np.mean(np.abs(err))
+        delta = err * a[-1] * (1 - a[-1])
+        for layer in reversed(range(len(W))):
+            grad = a[layer].T @ delta
+            if layer > 0:  # uses W[layer] before this iteration's update
+                delta = (delta @ W[layer].T) * a[layer] * (1 - a[layer])
+            W[layer] += alpha * grad
+    state["losses"].append(losses)
+
+
+def fetch(state: dict) -> TrainResult:
+    losses = np.concatenate(state["losses"]) if state["losses"] else np.empty(0)
+    return TrainResult([w.copy() for w in state["W"]], losses)

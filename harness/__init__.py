@@ -1,0 +1,1 @@
+"""Harness: builds problems, checks agreement, times backends, stores results, draws plots."""

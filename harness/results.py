@@ -1,0 +1,137 @@
+"""Tidy, append-only results: ``results/<machine>/runs.csv`` plus ``machine.json``.
+
+One row per timed repeat (status ``ok``) or one row per point that did not produce timings
+(status ``skipped``/``failed``/``invalid``/``unhealthy``/``timeout``/``crashed``, with a reason).
+Rows are appended and flushed to disk one point at a time, each as whole lines, so an interrupted
+sweep leaves a valid file holding every finished point.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+COLUMNS = [
+    "backend",
+    "dtype",
+    "batch",
+    "hidden",
+    "iterations",
+    "repeat",
+    "seconds",  # wall time of one timed run of `iterations` iterations (device-resident for GPUs)
+    "seconds_e2e",  # same run including host<->device copies (equals `seconds` on CPU backends)
+    "compile_seconds",  # first call (compile + one short run) minus nothing: its own wall time
+    "status",
+    "reason",
+    "max_rel_error",
+    "validated",
+    "threads",
+    "machine",
+    "commit",
+    "timestamp",
+]
+STATUSES = ("ok", "skipped", "failed", "invalid", "unhealthy", "timeout", "crashed")
+RUNS = "runs.csv"
+MACHINE = "machine.json"
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be used; the message names the file and the problem."""
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Append rows as complete lines in one write, then fsync: a kill leaves no partial line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), None)
+        if header != COLUMNS:
+            raise ResultsError(f"{path}: header does not match this version's columns; use another --out")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
+    if new:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in COLUMNS})
+    data = buffer.getvalue().encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)  # one O_APPEND write of whole lines
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_machine(directory: Path, fingerprint: dict) -> None:
+    write_atomic(directory / MACHINE, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
+
+
+def read_machine(directory: Path) -> dict:
+    path = directory / MACHINE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_runs(path: Path):
+    """Read one runs.csv into a DataFrame; returns (frame, bad_lines) with bad lines reported, not fatal.
+
+    A line is bad when it has the wrong number of fields or a value of the wrong type.
+    """
+    import pandas as pd
+
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not a text file") from None
+    lines = text.splitlines()
+    if not lines:
+        return pd.DataFrame(columns=COLUMNS), []
+    header = next(csv.reader([lines[0]]))
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise ResultsError(f"{path}: missing columns {', '.join(missing)}")
+    good, bad = [], []
+    for number, fields in enumerate(csv.reader(lines[1:]), start=2):
+        if len(fields) != len(header):
+            bad.append(number)
+            continue
+        row = dict(zip(header, fields))
+        try:
+            for col in ("batch", "hidden", "iterations", "repeat"):
+                row[col] = int(row[col])
+            for col in ("seconds", "seconds_e2e", "compile_seconds", "max_rel_error"):
+                row[col] = float(row[col]) if row[col] != "" else float("nan")
+            if row["status"] not in STATUSES:
+                raise ValueError(row["status"])
+        except (ValueError, KeyError):
+            bad.append(number)
+            continue
+        row["validated"] = row["validated"] in ("True", "true", "1")
+        good.append(row)
+    frame = pd.DataFrame(good, columns=header if good else COLUMNS)
+    return frame, bad
