@@ -7,6 +7,7 @@ that one backend unavailable, with a reason, and never breaks ``import backends`
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -34,6 +35,23 @@ REGISTRY: dict[str, Entry] = {
 }
 
 REFERENCE = "numpy"
+PLUGIN_VARIABLE = "NNBENCH_PLUGINS"
+
+
+def _register_plugins(spec: str) -> None:
+    """Extra backends from ``NNBENCH_PLUGINS="name=package.module,..."``.
+
+    This is how the test suite injects fake (slow, failing, crashing) backends into subprocess
+    sweeps, and how a user tries a backend of their own without editing this file.
+    """
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, module = item.partition("=")
+        if not sep or not name or not module:
+            raise ValueError(f"{PLUGIN_VARIABLE}: expected name=module, got {item!r}")
+        REGISTRY[name] = Entry(name, module, f"plugin from {PLUGIN_VARIABLE}")
+
+
+_register_plugins(os.environ.get(PLUGIN_VARIABLE, ""))
 
 
 class UnknownBackend(KeyError):
@@ -62,6 +80,8 @@ def availability(name: str) -> str | None:
         raise
     except ImportError as exc:
         missing = getattr(exc, "name", None)
+        if missing == REGISTRY[name].module:
+            return f"backend module {missing} is missing from this installation"
         return f"package {missing!r} not installed" if missing else f"import failed: {exc}"
     except Exception as exc:  # a broken install must not hide other backends
         return f"import failed: {type(exc).__name__}: {exc}"

@@ -1,0 +1,284 @@
+"""The sweep: every backend over a grid of batch sizes and hidden widths, validated, then timed.
+
+Timing discipline (see README, "How a point is measured"):
+- each backend runs in its own worker process (harness.worker): a crash or hang costs one point;
+- the first call (compile + a short validation run) is timed on its own: ``compile_seconds``;
+- the validation run is compared with the float64 NumPy reference before anything is timed;
+- T (iterations per timed run) is calibrated per backend and point so one run lasts ``min_time``;
+- R repeats, each from fresh initial weights (the copy is not in ``seconds``), with the order of
+  backends shuffled in every round so machine drift does not favour one of them;
+- a point predicted to exceed the per-point budget or the memory at hand is skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import backends
+from harness import results
+from harness.agreement import reference_result
+from harness.problems import scaled
+from harness.worker import Point, Worker
+
+
+@dataclass(frozen=True)
+class Preset:
+    batch: tuple[int, ...]
+    hidden: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    repeats: int
+    min_time: float  # seconds one timed run must last
+    point_budget: float  # seconds one backend may spend on one point (validation + repeats)
+    total_budget: float  # seconds for the whole sweep; points left when it runs out are skipped
+    validate_iterations: int = 8
+
+
+POWERS_OF_4 = tuple(4**k for k in range(1, 9))  # 4 .. 65536
+PRESETS = {
+    "quick": Preset((4, 64, 1024, 16384), (4, 64, 1024), ("float64",), 3, 0.01, 3.0, 45.0, 4),
+    "default": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64",), 5, 0.05, 12.0, 560.0),
+    "full": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64", "float32"), 7, 0.2, 120.0, 4 * 3600.0),
+}
+SEED = 2024
+MAX_ITERATIONS = 1 << 20
+UNSTABLE_SPREAD = 0.10  # warn when (max - min) / median of the repeats exceeds this (as pyperf does)
+
+
+@dataclass
+class Plan:
+    preset: Preset
+    backends: list[str]
+    out: Path
+    machine: str
+    threads: int | None = None
+    resume: bool = True
+    seed: int = SEED
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+
+def grid(preset: Preset) -> list[tuple[str, int, int]]:
+    """(dtype, batch, hidden) points, smallest work first so slow backends are predicted, not run."""
+    points = itertools.product(preset.dtypes, preset.batch, preset.hidden)
+    return sorted(points, key=lambda p: (p[1] * p[2], p[1], p[0]))
+
+
+def bytes_needed(backend: str, dtype: str, batch: int, hidden: int) -> float:
+    """Rough peak memory of one point: a few N x H arrays (Python floats in lists cost ~40 B each)."""
+    per_element = 40 * 6 if backend == "python" else 8 * 6
+    return per_element * batch * hidden * (1 if dtype == "float64" or backend == "python" else 0.5)
+
+
+class Predictor:
+    """Predicts seconds per iteration of a backend at a new point from its largest smaller point."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], list[tuple[int, float]]] = {}
+
+    def add(self, backend: str, dtype: str, work: int, seconds_per_iteration: float) -> None:
+        self.seen.setdefault((backend, dtype), []).append((work, seconds_per_iteration))
+
+    def predict(self, backend: str, dtype: str, work: int) -> tuple[float, int] | None:
+        below = [(w, s) for w, s in self.seen.get((backend, dtype), []) if w <= work]
+        if not below:
+            return None
+        w, s = max(below)
+        return s * work / w, w  # at least linear in N*H: the work per iteration is
+
+
+def _row(plan: Plan, backend: str, dtype: str, batch: int, hidden: int, commit: str, **values) -> dict:
+    row = {
+        "backend": backend,
+        "dtype": dtype,
+        "batch": batch,
+        "hidden": hidden,
+        "machine": plan.machine,
+        "commit": commit,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "repeat": 0,
+        "validated": False,
+    }
+    row.update(values)
+    return row
+
+
+def done_keys(path: Path, commit: str) -> set[tuple]:
+    """Points already in runs.csv for this commit (any status): what --resume skips."""
+    if not path.exists():
+        return set()
+    frame, _ = results.read_runs(path)
+    frame = frame[frame["commit"] == commit]
+    return {(r.backend, r.dtype, int(r.batch), int(r.hidden)) for r in frame.itertuples()}
+
+
+def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Run the sweep, appending each finished point to ``<out>/<machine>/runs.csv``; returns that path."""
+    from tqdm import tqdm
+
+    from harness.fingerprint import commit as current_commit
+
+    commit = current_commit()
+    directory = plan.out / plan.machine
+    path = directory / results.RUNS
+    done = done_keys(path, commit) if plan.resume else set()
+    points = grid(plan.preset)
+    cells = [(p, b) for p in points for b in plan.backends]
+    todo = [(p, b) for p, b in cells if (b, *p) not in done]
+    if len(todo) < len(cells):
+        log(f"resume: {len(cells) - len(todo)} of {len(cells)} backend-points already in {path} for commit {commit}; skipping them")
+    unavailable = {b: backends.availability(b) for b in plan.backends}
+    for b, why in unavailable.items():
+        if why:
+            log(f"{b}: unavailable ({why}); recorded as skipped")
+
+    predictor = Predictor()
+    workers: dict[str, Worker] = {}
+    started = time.monotonic()
+    bar = tqdm(total=len(todo), disable=not progress, unit="pt", dynamic_ncols=True)
+    try:
+        for point in points:
+            pending = [b for b in plan.backends if (b, *point) not in done]
+            if not pending:
+                continue
+            dtype, batch, hidden = point
+            bar.set_description(f"{dtype} N={batch} H={hidden}")
+            rows = _run_point(plan, point, pending, unavailable, workers, predictor, commit, started, log)
+            results.append_rows(path, rows)  # this point is durable before the next starts
+            bar.update(len(pending))
+    finally:
+        bar.close()
+        for worker in workers.values():
+            worker.close()
+    return path
+
+
+def _run_point(plan, point, pending, unavailable, workers, predictor, commit, started, log) -> list[dict]:
+    dtype, batch, hidden = point
+    preset = plan.preset
+    work = batch * hidden
+    rows: list[dict] = []
+    active: list[tuple[str, dict]] = []
+    reference = None
+    point_key = f"{dtype} N={batch} H={hidden}"
+    # Validation runs a few iterations; at the largest points one (the reference itself is NumPy).
+    validate_iterations = max(1, min(preset.validate_iterations, (1 << 22) // work))
+
+    def skip(backend: str, status: str, reason: str, **extra) -> None:
+        rows.append(_row(plan, backend, dtype, batch, hidden, commit, status=status, reason=reason, **extra))
+
+    for backend in pending:
+        if unavailable[backend]:
+            skip(backend, "skipped", f"unavailable: {unavailable[backend]}")
+            continue
+        if time.monotonic() - started > preset.total_budget:
+            skip(backend, "skipped", f"sweep time budget of {preset.total_budget:.0f} s used up")
+            continue
+        try:
+            import psutil
+
+            free = psutil.virtual_memory().available
+        except ImportError:
+            free = math.inf
+        need = bytes_needed(backend, dtype, batch, hidden)
+        if need > 0.7 * free:
+            skip(backend, "skipped", f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available")
+            continue
+        guess = predictor.predict(backend, dtype, work)
+        if guess:
+            per_iteration, from_work = guess
+            cost = per_iteration * (validate_iterations + 3 + preset.repeats)
+            if cost > preset.point_budget:
+                skip(
+                    backend, "skipped",
+                    f"predicted {per_iteration:.3g} s/iteration (from N*H={from_work}): ~{cost:.0f} s "
+                    f"> point budget {preset.point_budget:.0f} s",
+                )  # fmt: skip
+                continue
+        if reference is None:
+            validate_problem = scaled(batch, hidden, "float64", plan.seed)
+            reference = reference_result(validate_problem, validate_iterations, _log_every(validate_iterations))
+        worker = workers.get(backend)
+        if worker is None or not worker.alive:
+            worker = workers[backend] = Worker(backend, plan.threads)
+            if worker.ready.get("status") != "ready":
+                skip(backend, worker.ready.get("status", "failed"), worker.ready.get("reason", "worker did not start"))
+                workers.pop(backend).kill()
+                continue
+        request = Point(
+            backend, dtype, batch, hidden, plan.seed, validate_iterations, _log_every(validate_iterations),
+            preset.min_time, MAX_ITERATIONS,
+        )  # fmt: skip
+        reply = worker.call(("point", request, reference), timeout=max(120.0, 10 * preset.point_budget))
+        if reply["status"] != "ok":
+            skip(backend, reply["status"], reply.get("reason", ""), compile_seconds=reply.get("compile_seconds", ""),
+                 max_rel_error=reply.get("max_rel_error", ""))  # fmt: skip
+            if not worker.alive:
+                workers.pop(backend, None)
+            continue
+        predictor.add(backend, dtype, work, reply["seconds_per_iteration"])
+        active.append((backend, reply))
+
+    # Repeats, interleaved: every round runs each backend once, in a fresh random order.
+    timings: dict[str, list[dict]] = {b: [] for b, _ in active}
+    failed: dict[str, dict] = {}
+    for _ in range(preset.repeats):
+        order = [b for b, _ in active if b not in failed]
+        plan.rng.shuffle(order)
+        for backend in order:
+            info = dict(active)[backend]
+            expected = info["iterations"] * info["seconds_per_iteration"]
+            reply = workers[backend].call(("repeat",), timeout=max(60.0, 20 * expected))
+            if reply["status"] != "ok":
+                failed[backend] = reply
+                if not workers[backend].alive:
+                    workers.pop(backend, None)
+                continue
+            timings[backend].append(reply)
+
+    for backend, info in active:
+        common = dict(
+            iterations=info["iterations"], compile_seconds=info["compile_seconds"],
+            max_rel_error=info["max_rel_error"], threads=info.get("threads") or "",
+        )  # fmt: skip
+        if backend in failed:
+            reply = failed[backend]
+            skip(backend, reply["status"], reply.get("reason", ""), **common)
+            continue
+        seconds = [t["seconds"] for t in timings[backend]]
+        for r, t in enumerate(timings[backend]):
+            rows.append(_row(plan, backend, dtype, batch, hidden, commit, repeat=r, seconds=t["seconds"],
+                             seconds_e2e=t["seconds_e2e"], status="ok", validated=True, **common))  # fmt: skip
+        median = statistics.median(seconds)
+        spread = (max(seconds) - min(seconds)) / median if median > 0 else 0.0
+        if spread > UNSTABLE_SPREAD:
+            log(f"warning: {backend} at {point_key} is unstable: repeats spread {spread:.0%} of the median "
+                f"({min(seconds):.3g}..{max(seconds):.3g} s); the machine may be busy")  # fmt: skip
+    return rows
+
+
+def _log_every(iterations: int) -> int:
+    return max(1, iterations // 4)
+
+
+def resolve_backends(requested: Iterable[str] | None) -> list[str]:
+    names = list(requested) if requested else backends.names()
+    for name in names:
+        if name not in backends.REGISTRY:
+            raise backends.UnknownBackend(name)
+    return names
+
+
+def custom_preset(base: Preset, batch=None, hidden=None, dtypes=None) -> Preset:
+    return replace(
+        base,
+        batch=tuple(batch) if batch else base.batch,
+        hidden=tuple(hidden) if hidden else base.hidden,
+        dtypes=tuple(dtypes) if dtypes else base.dtypes,
+    )

@@ -1,0 +1,294 @@
+"""Command line: ``python -m harness {list,run,validate,bench,plot,floor}``.
+
+Every user error (unknown name, bad number, unavailable backend, unusable results folder) ends
+in one line on stderr and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import backends
+from backends.base import DTYPES, UnsupportedProblem, logged_iterations, train
+
+EXIT_USAGE = 2
+DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    return [positive_int(part) for part in text.split(",") if part.strip()] or _empty(text)
+
+
+def name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()] or _empty(text)
+
+
+def _empty(text: str):
+    raise argparse.ArgumentTypeError(f"empty list: {text!r}")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m harness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    sub.add_parser("list", help="every registered backend, available or not, with the reason")
+
+    run = sub.add_parser("run", help="train once on one backend and print the loss trace")
+    run.add_argument("--backend", required=True)
+    run.add_argument("--problem", required=True, choices=["xor2", "xor3", "scaled"])
+    run.add_argument("--batch", type=positive_int, default=64, help="rows N (scaled problem)")
+    run.add_argument("--hidden", type=positive_int, default=64, help="hidden width H (scaled problem)")
+    run.add_argument("--iterations", type=positive_int, help="default: 10000 xor2, 60000 xor3, 1000 scaled")
+    run.add_argument("--log-every", type=non_negative_int, help="0 logs nothing; default 1000/10000/100")
+    run.add_argument("--dtype", choices=list(DTYPES), default="float64")
+    run.add_argument("--seed", type=non_negative_int, default=0, help="seed of the scaled problem")
+    run.add_argument("--json", action="store_true", help="one JSON object instead of text")
+
+    val = sub.add_parser("validate", help="agreement of every available backend with the NumPy reference")
+    val.add_argument("--backends", type=name_list, help="comma-separated names (default: all available)")
+    val.add_argument("--quick", action="store_true", help="fewer and smaller scaled cases")
+
+    bench = sub.add_parser("bench", help="sweep batch x hidden over the backends and store results")
+    bench.add_argument("--preset", default="default", help="quick | default | full")
+    bench.add_argument("--backends", type=name_list)
+    bench.add_argument("--batch", type=int_list, help="comma-separated batch sizes (overrides the preset)")
+    bench.add_argument("--hidden", type=int_list, help="comma-separated hidden widths (overrides the preset)")
+    bench.add_argument("--dtype", type=name_list, help="float64,float32 (overrides the preset)")
+    bench.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results folder (default: results/)")
+    bench.add_argument("--machine", help="name of this machine's results folder (default: from the hardware)")
+    bench.add_argument("--threads", type=positive_int, help="threads for every CPU library (default: all cores)")
+    bench.add_argument("--fresh", action="store_true", help="rerun points already stored for this commit")
+    bench.add_argument("--no-plots", action="store_true")
+    bench.add_argument("--no-progress", action="store_true")
+
+    plot = sub.add_parser("plot", help="redraw every figure from stored results (runs no backend)")
+    plot.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+
+    floor = sub.add_parser("floor", help="measure this machine's ceilings and print the floor per point")
+    floor.add_argument("--batch", type=int_list, default=[4**k for k in range(1, 9)])
+    floor.add_argument("--hidden", type=int_list, default=[4**k for k in range(1, 7)])
+    floor.add_argument("--dtype", choices=list(DTYPES), default="float64")
+    return parser
+
+
+def cmd_list(args) -> int:
+    width = max(map(len, backends.names()))
+    for name in backends.names():
+        why = backends.availability(name)
+        state = "available" if why is None else f"unavailable: {why}"
+        print(f"{name:<{width}}  {state:<40}  {backends.REGISTRY[name].summary}")
+    return 0
+
+
+def _require(name: str):
+    if name not in backends.REGISTRY:
+        raise UsageError(str(backends.UnknownBackend(name)))
+    why = backends.availability(name)
+    if why:
+        raise UsageError(f"backend {name!r} is not available here: {why}")
+    return backends.load(name)
+
+
+def cmd_run(args) -> int:
+    from harness.problems import SEED_DEFAULTS, scaled
+
+    module = _require(args.backend)
+    if args.problem == "scaled":
+        try:
+            problem = scaled(args.batch, args.hidden, args.dtype, args.seed)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        iterations, log_every = 1000, 100
+    else:
+        build, iterations, log_every = SEED_DEFAULTS[args.problem]
+        problem = build().astype(args.dtype)
+    iterations = args.iterations or iterations
+    log_every = log_every if args.log_every is None else args.log_every
+    start = time.perf_counter()
+    try:
+        result = train(module, problem, iterations, log_every)
+    except UnsupportedProblem as exc:
+        raise UsageError(f"{args.backend}: {exc}") from None
+    seconds = time.perf_counter() - start
+    trace = list(zip(logged_iterations(iterations, log_every), result.losses.tolist()))
+    if args.json:
+        print(json.dumps({
+            "backend": args.backend, "problem": args.problem, "dtype": args.dtype, "iterations": iterations,
+            "losses": [[i, loss] for i, loss in trace], "weights": [w.tolist() for w in result.weights],
+            "seconds": seconds,
+        }))  # fmt: skip
+    else:
+        for i, loss in trace:
+            print(f"{i} {loss!r}")
+        print(f"elapsed {seconds:.3f} s ({args.backend}, {args.problem}, {args.dtype}, {iterations} iterations, "
+              "including compilation)")  # fmt: skip
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from harness.agreement import TOLERANCE, check
+    from harness.problems import validation_cases
+
+    requested = args.backends
+    names = requested or backends.names()
+    for name in names:
+        if requested:
+            _require(name)
+    failures = 0
+    print(f"{'backend':<15} {'case':<40} {'max rel error':>13}  verdict")
+    for name in names:
+        why = backends.availability(name)
+        if why:
+            print(f"{name:<15} {'(all)':<40} {'':>13}  unavailable: {why}")
+            continue
+        module = backends.load(name)
+        cases = validation_cases(quick=args.quick or getattr(module, "SIMULATED", False))
+        if getattr(module, "SIMULATED", False):
+            cases = [c for c in cases if c.iterations <= 2000 and c.problem.batch * max(c.problem.sizes) <= 1024]
+            print(f"{name:<15} (CUDA simulator: long and large cases left out; run on a GPU for the full table)")
+        for case in cases:
+            v = check(name, case, module)
+            error = "" if v.error is None else f"{v.error:.2e}"
+            verdict = {"ok": f"ok (<= {TOLERANCE[v.dtype]:g})", "FAIL": f"FAIL (> {TOLERANCE[v.dtype]:g})"}.get(
+                v.status, f"{v.status}: {v.detail}"
+            )
+            failures += v.status in ("FAIL", "error")
+            print(f"{name:<15} {v.case:<40} {error:>13}  {verdict}", flush=True)
+    print(f"{failures} disagreement(s)" if failures else "all available backends agree")
+    return 1 if failures else 0
+
+
+def cmd_bench(args) -> int:
+    from harness import bench, results
+    from harness.fingerprint import fingerprint, machine_name
+
+    if args.preset not in bench.PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(bench.PRESETS)}")
+    for dtype in args.dtype or ():
+        if dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    try:
+        names = bench.resolve_backends(args.backends)
+    except backends.UnknownBackend as exc:
+        raise UsageError(str(exc)) from None
+    from harness.problems import MAX_BATCH, MAX_WIDTH
+
+    for label, values, high in (("batch", args.batch, MAX_BATCH), ("hidden", args.hidden, MAX_WIDTH)):
+        if values and max(values) > high:
+            raise UsageError(f"--{label} {max(values)} is larger than the supported {high}")
+    machine = args.machine or machine_name()
+    if not machine.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"--machine {machine!r}: use letters, digits, '.', '-' and '_' only")
+    directory = args.out / machine
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create results folder {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"results folder {directory} is not writable")
+    runs = directory / results.RUNS
+    if runs.exists():
+        try:
+            results.read_runs(runs)
+        except results.ResultsError as exc:
+            raise UsageError(f"{exc}; refusing to append (choose another --out or --machine)") from None
+    try:
+        results.read_machine(directory)
+    except results.ResultsError as exc:
+        raise UsageError(f"{exc}; fix or remove it first") from None
+
+    preset = bench.custom_preset(bench.PRESETS[args.preset], args.batch, args.hidden, args.dtype)
+    extra = {"machine": machine, "preset": args.preset, "threads_requested": args.threads or os.cpu_count()}
+    try:
+        from harness.floor import measure_ceilings
+
+        extra["ceilings"] = measure_ceilings()
+    except ImportError as exc:
+        print(f"note: floor ceilings not measured ({exc})", file=sys.stderr)
+    results.write_machine(directory, fingerprint(extra))
+    plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
+    start = time.monotonic()
+    path = bench.sweep(plan, log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)
+    print(f"results: {path} ({time.monotonic() - start:.0f} s)")
+    if not args.no_plots:
+        return cmd_plot(argparse.Namespace(results=args.out))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from harness import results
+
+    if not args.results.is_dir():
+        raise UsageError(f"no results folder at {args.results}")
+    try:
+        from harness.plots import plot_all
+
+        paths = plot_all(args.results)
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{len(paths)} figure files written under {args.results}")
+    return 0
+
+
+def cmd_floor(args) -> int:
+    from harness.floor import floor_seconds, measure_ceilings
+
+    ceilings = measure_ceilings()
+    print(json.dumps(ceilings, indent=1))
+    print(f"floor, seconds per iteration ({args.dtype}); rows: batch, columns: hidden")
+    print("batch    " + "".join(f"{h:>11}" for h in args.hidden))
+    for n in args.batch:
+        print(f"{n:<9}" + "".join(f"{floor_seconds(n, h, args.dtype, ceilings):>11.3g}" for h in args.hidden))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "validate": cmd_validate, "bench": cmd_bench, "plot": cmd_plot,
+            "floor": cmd_floor}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: finished points are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

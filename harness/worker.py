@@ -1,0 +1,200 @@
+"""One backend in its own process, so a crash, a hang or an abort costs one point, not the sweep.
+
+The parent (``harness.bench``) sends requests over a pipe; the worker answers each with a dict.
+Requests:
+  ("point", Point, reference)  -> validate against the reference, measure first call, calibrate T
+  ("repeat",)                  -> one timed run of T iterations from fresh initial weights
+  ("close",)
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+from backends.base import TrainResult, UnsupportedProblem
+
+
+@dataclass(frozen=True)
+class Point:
+    backend: str
+    dtype: str
+    batch: int
+    hidden: int
+    seed: int
+    validate_iterations: int
+    log_every: int
+    min_time: float  # a timed run shorter than this is too short to trust: T is raised until it is not
+    max_iterations: int
+
+
+def _finite(result: TrainResult) -> bool:
+    return all(np.all(np.isfinite(w)) for w in result.weights) and bool(np.all(np.isfinite(result.losses)))
+
+
+class _Runner:
+    def __init__(self, backend: str, threads: int | None):
+        import backends
+
+        self.module = backends.load(backend)
+        reason = self.module.available()
+        if reason:
+            raise RuntimeError(f"unavailable: {reason}")
+        if threads:
+            apply_threads(self.module, threads)
+        self.problem = None
+        self.iterations = 1
+
+    def threads(self) -> int | None:
+        get = getattr(self.module, "threads", None)
+        return get() if get else None
+
+    def timed_run(self, iterations: int) -> tuple[float, float, TrainResult]:
+        """Seconds of run() alone and of prepare+run+fetch; preparation is a fresh copy each time."""
+        m = self.module
+        start = time.perf_counter()
+        state = m.prepare(self.problem)
+        begin = time.perf_counter()
+        m.run(state, iterations, 0)  # returns only when finished (backends synchronise)
+        end = time.perf_counter()
+        result = m.fetch(state)
+        done = time.perf_counter()
+        return end - begin, done - start, result
+
+    def point(self, point: Point, reference: TrainResult) -> dict:
+        from harness.agreement import TOLERANCE, max_relative_error
+        from harness.problems import scaled
+
+        self.problem = scaled(point.batch, point.hidden, point.dtype, point.seed)
+        m = self.module
+        start = time.perf_counter()
+        try:
+            state = m.prepare(self.problem)
+            m.run(state, point.validate_iterations, point.log_every)
+            result = m.fetch(state)
+        except UnsupportedProblem as exc:
+            return {"status": "skipped", "reason": f"unsupported: {exc}"}
+        first_call = time.perf_counter() - start
+        if not _finite(result):
+            return {"status": "unhealthy", "reason": "NaN or inf in weights or losses", "compile_seconds": first_call}
+        error = max_relative_error(result, reference)
+        if not error <= TOLERANCE[point.dtype]:
+            return {
+                "status": "invalid",
+                "reason": f"max relative error {error:.3g} > {TOLERANCE[point.dtype]:g} vs float64 numpy",
+                "compile_seconds": first_call,
+                "max_rel_error": error,
+            }
+        # Calibrate: one iteration tells the cost; raise T until one timed run lasts min_time.
+        one, _, _ = self.timed_run(1)
+        iterations = max(1, min(point.max_iterations, math.ceil(point.min_time / max(one, 1e-9))))
+        seconds, _, _ = self.timed_run(iterations)  # also the warm-up at the final T
+        while seconds < point.min_time and iterations < point.max_iterations:
+            iterations = min(point.max_iterations, iterations * 2)
+            seconds, _, _ = self.timed_run(iterations)
+        self.iterations = iterations
+        return {
+            "status": "ok",
+            "compile_seconds": first_call,
+            "max_rel_error": error,
+            "iterations": iterations,
+            "seconds_per_iteration": seconds / iterations,
+            "threads": self.threads(),
+        }
+
+    def repeat(self) -> dict:
+        seconds, e2e, result = self.timed_run(self.iterations)
+        if not _finite(result):
+            return {"status": "unhealthy", "reason": "NaN or inf in weights after a timed run"}
+        return {"status": "ok", "seconds": seconds, "seconds_e2e": e2e}
+
+
+def apply_threads(module, threads: int) -> None:
+    """Give every CPU library the same thread count (BLAS, Numba, and the backend's own pool)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    setter = getattr(module, "set_threads", None)
+    if setter:
+        setter(threads)
+
+
+def _serve(conn, backend: str, threads: int | None) -> None:
+    try:
+        runner = _Runner(backend, threads)
+    except Exception as exc:
+        conn.send({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+        return
+    conn.send({"status": "ready"})
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request[0] == "close":
+            return
+        try:
+            reply = runner.point(*request[1:]) if request[0] == "point" else runner.repeat()
+        except MemoryError:
+            reply = {"status": "failed", "reason": "out of memory (MemoryError)"}
+        except Exception as exc:
+            last = traceback.extract_tb(exc.__traceback__)[-1]
+            reply = {"status": "failed", "reason": f"{type(exc).__name__}: {exc} ({os.path.basename(last.filename)}:{last.lineno})"}
+        conn.send(reply)
+
+
+class Worker:
+    """Parent-side handle: a spawned process serving one backend. Restarted after a crash."""
+
+    def __init__(self, backend: str, threads: int | None, start_timeout: float = 120.0):
+        self.backend = backend
+        ctx = multiprocessing.get_context("spawn")  # fork + Numba/BLAS threads is unsafe
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, backend, threads), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = self.call(None, start_timeout)
+
+    def call(self, request, timeout: float) -> dict:
+        """Send a request (None: just wait for the greeting) and wait at most ``timeout`` seconds."""
+        try:
+            if request is not None:
+                self.conn.send(request)
+            if not self.conn.poll(timeout):
+                self.kill()
+                return {"status": "timeout", "reason": f"no answer within {timeout:.0f} s; worker killed"}
+            return self.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            self.process.join(5)
+            code = self.process.exitcode
+            return {"status": "crashed", "reason": f"worker process died (exit code {code})"}
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(("close",))
+            except OSError:
+                pass
+            self.process.join(5)
+        self.kill()
