@@ -61,6 +61,7 @@ class Plan:
     threads: int | None = None
     resume: bool = True
     seed: int = SEED
+    timeout: float = 120.0  # least seconds a worker may take to answer before it is killed
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
@@ -103,19 +104,25 @@ def _row(plan: Plan, backend: str, dtype: str, batch: int, hidden: int, commit: 
         "commit": commit,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "repeat": 0,
+        "iterations": 0,
         "validated": False,
     }
     row.update(values)
     return row
 
 
-def done_keys(path: Path, commit: str) -> set[tuple]:
-    """Points already in runs.csv for this commit (any status): what --resume skips."""
+def done_keys(path: Path, commit: str) -> tuple[set[tuple], dict[tuple, float]]:
+    """Points already in runs.csv for this commit (any status): what --resume skips; and the
+    seconds per iteration of those that ran, so the budget predictions survive a resume."""
     if not path.exists():
-        return set()
+        return set(), {}
     frame, _ = results.read_runs(path)
     frame = frame[frame["commit"] == commit]
-    return {(r.backend, r.dtype, int(r.batch), int(r.hidden)) for r in frame.itertuples()}
+    keys = ["backend", "dtype", "batch", "hidden"]
+    done = {(r.backend, r.dtype, int(r.batch), int(r.hidden)) for r in frame.itertuples()}
+    ok = frame[frame["status"] == "ok"]
+    per_iteration = (ok["seconds"] / ok["iterations"]).groupby([ok[k] for k in keys]).median()
+    return done, {tuple(k): float(v) for k, v in per_iteration.items()}
 
 
 def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True) -> Path:
@@ -127,7 +134,7 @@ def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True)
     commit = current_commit()
     directory = plan.out / plan.machine
     path = directory / results.RUNS
-    done = done_keys(path, commit) if plan.resume else set()
+    done, history = done_keys(path, commit) if plan.resume else (set(), {})
     points = grid(plan.preset)
     cells = [(p, b) for p in points for b in plan.backends]
     todo = [(p, b) for p, b in cells if (b, *p) not in done]
@@ -142,6 +149,10 @@ def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True)
     workers: dict[str, Worker] = {}
     started = time.monotonic()
     bar = tqdm(total=len(todo), disable=not progress, unit="pt", dynamic_ncols=True)
+    if progress:
+        log = bar.write  # keeps warnings from tearing the progress bar
+    for (backend, dtype, batch, hidden), per_iteration in history.items():
+        predictor.add(backend, dtype, batch * hidden, per_iteration)
     try:
         for point in points:
             pending = [b for b in plan.backends if (b, *point) not in done]
@@ -206,7 +217,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
             reference = reference_result(validate_problem, validate_iterations, _log_every(validate_iterations))
         worker = workers.get(backend)
         if worker is None or not worker.alive:
-            worker = workers[backend] = Worker(backend, plan.threads)
+            worker = workers[backend] = Worker(backend, plan.threads, start_timeout=max(plan.timeout, 120.0))
             if worker.ready.get("status") != "ready":
                 skip(backend, worker.ready.get("status", "failed"), worker.ready.get("reason", "worker did not start"))
                 workers.pop(backend).kill()
@@ -215,7 +226,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
             backend, dtype, batch, hidden, plan.seed, validate_iterations, _log_every(validate_iterations),
             preset.min_time, MAX_ITERATIONS,
         )  # fmt: skip
-        reply = worker.call(("point", request, reference), timeout=max(120.0, 10 * preset.point_budget))
+        reply = worker.call(("point", request, reference), timeout=max(plan.timeout, 10 * preset.point_budget))
         if reply["status"] != "ok":
             skip(backend, reply["status"], reply.get("reason", ""), compile_seconds=reply.get("compile_seconds", ""),
                  max_rel_error=reply.get("max_rel_error", ""))  # fmt: skip
@@ -234,7 +245,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         for backend in order:
             info = dict(active)[backend]
             expected = info["iterations"] * info["seconds_per_iteration"]
-            reply = workers[backend].call(("repeat",), timeout=max(60.0, 20 * expected))
+            reply = workers[backend].call(("repeat",), timeout=max(plan.timeout, 20 * expected))
             if reply["status"] != "ok":
                 failed[backend] = reply
                 if not workers[backend].alive:

@@ -1,0 +1,134 @@
+"""The sweep engine, tested with fake backends that are slow, wrong, crashing, hanging or greedy."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import bench, results
+from harness.bench import Plan, Preset, sweep
+
+TINY = Preset(batch=(4, 16), hidden=(4, 8), dtypes=("float64",), repeats=2, min_time=0.002, point_budget=5.0,
+              total_budget=120.0, validate_iterations=3)  # fmt: skip
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_sweep(tmp_path, names, preset=TINY, **kw) -> pd.DataFrame:
+    plan = Plan(preset, names, tmp_path, "m", threads=1, timeout=kw.pop("timeout", 20.0), **kw)
+    path = sweep(plan, log=lambda m: None, progress=False)
+    frame, bad = results.read_runs(path)
+    assert bad == []
+    return frame
+
+
+def test_every_fault_is_recorded_and_other_points_survive(tmp_path, fakes):
+    names = ["numpy", "fake-good", "fake-wrong", "fake-raise", "fake-abort", "fake-nan", "fake-hog", "fake-unavailable"]
+    frame = run_sweep(tmp_path, names)
+    status = frame.groupby("backend")["status"].agg(set).to_dict()
+    assert status == {
+        "numpy": {"ok"}, "fake-good": {"ok"}, "fake-wrong": {"invalid"}, "fake-raise": {"failed"},
+        "fake-abort": {"crashed"}, "fake-nan": {"unhealthy"}, "fake-hog": {"failed"}, "fake-unavailable": {"skipped"},
+    }  # fmt: skip
+    points = 4
+    ok = frame[frame["status"] == "ok"]
+    assert len(ok[ok["backend"] == "numpy"]) == points * TINY.repeats
+    assert ok["validated"].all() and (ok["max_rel_error"] <= 1e-10).all()
+    assert (ok["seconds"] > 0).all() and (ok["seconds_e2e"] >= ok["seconds"]).all()
+    assert (ok["compile_seconds"] > 0).all()
+    reasons = frame.drop_duplicates("backend").set_index("backend")["reason"]
+    assert "deliberate failure" in reasons["fake-raise"]
+    assert "max relative error" in reasons["fake-wrong"]
+    assert "memory" in reasons["fake-hog"].lower()
+    assert "fake accelerator" in reasons["fake-unavailable"]
+    assert "died" in reasons["fake-abort"]
+    for backend, rows in frame[frame["status"] != "ok"].groupby("backend"):
+        assert len(rows) == points, backend  # one row per point with its status: nothing dropped
+
+
+def test_a_hang_is_stopped_by_the_timeout(tmp_path, fakes):
+    preset = Preset((4,), (4, 8), ("float64",), 2, 0.002, 0.1, 60.0, 2)
+    start = time.monotonic()
+    frame = run_sweep(tmp_path, ["numpy", "fake-hang"], preset, timeout=2.0)
+    assert time.monotonic() - start < 40
+    hang = frame[frame["backend"] == "fake-hang"]
+    assert set(hang["status"]) == {"timeout"} and len(hang) == 2
+    assert set(frame[frame["backend"] == "numpy"]["status"]) == {"ok"}
+
+
+def test_a_backend_too_slow_for_the_budget_is_predicted_and_skipped(tmp_path, fakes):
+    preset = Preset((1, 2, 256), (4,), ("float64",), 2, 0.001, 0.6, 60.0, 2)
+    frame = run_sweep(tmp_path, ["fake-slow"], preset)
+    by_batch = frame.drop_duplicates("batch").set_index("batch")
+    assert by_batch.loc[1, "status"] == "ok"
+    assert by_batch.loc[256, "status"] == "skipped"
+    assert "predicted" in by_batch.loc[256, "reason"] and "budget" in by_batch.loc[256, "reason"]
+
+
+def test_memory_estimate_skips_points_that_cannot_fit(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "bytes_needed", lambda *a: float(1 << 60))
+    frame = run_sweep(tmp_path, ["numpy"], Preset((4,), (4,), ("float64",), 1, 0.001, 5.0, 60.0, 2))
+    assert list(frame["status"]) == ["skipped"] and "GiB" in frame["reason"].iloc[0]
+
+
+def test_repeats_are_interleaved_across_backends(tmp_path, fakes, monkeypatch):
+    calls = []
+    real = bench.Worker.call
+
+    def spy(self, request, timeout):
+        if request and request[0] == "repeat":
+            calls.append(self.backend)
+        return real(self, request, timeout)
+
+    monkeypatch.setattr(bench.Worker, "call", spy)
+    run_sweep(tmp_path, ["numpy", "fake-good"], Preset((4,), (4,), ("float64",), 4, 0.001, 5.0, 60.0, 2))
+    rounds = [calls[i : i + 2] for i in range(0, len(calls), 2)]
+    assert len(rounds) == 4 and all(sorted(r) == ["fake-good", "numpy"] for r in rounds)
+
+
+def test_resume_skips_finished_points_and_fresh_reruns(tmp_path):
+    first = run_sweep(tmp_path, ["numpy"])
+    again = run_sweep(tmp_path, ["numpy"])  # everything done for this commit: nothing appended
+    assert len(again) == len(first)
+    fresh = run_sweep(tmp_path, ["numpy"], resume=False)
+    assert len(fresh) == 2 * len(first)
+
+
+def _cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=timeout)  # fmt: skip
+
+
+def test_killed_sweep_leaves_valid_csv_and_resume_completes_it(tmp_path, fakes):
+    """SIGKILL mid-sweep: every finished point is intact, no partial line; a rerun adds only the rest."""
+    env = dict(os.environ)
+    args = ["bench", "--preset", "quick", "--backends", "fake-slow,numpy", "--batch", "1,2,3,4,5,6", "--hidden", "2",
+            "--out", str(tmp_path), "--machine", "m", "--no-plots", "--no-progress", "--threads", "1"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    runs = tmp_path / "m" / "runs.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if runs.exists() and runs.read_text().count("\n") >= 3 * 2 + 1:  # header + two points
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    text = runs.read_text()
+    assert text.endswith("\n")
+    before, bad = results.read_runs(runs)
+    assert bad == [] and 0 < before[["batch"]].drop_duplicates().shape[0] < 6
+    done = set(before["batch"])
+    finished = _cli(*args)
+    assert finished.returncode == 0, finished.stderr
+    assert "already in" in finished.stderr
+    after, bad = results.read_runs(runs)
+    assert bad == []
+    per_point = after.groupby(["backend", "batch"]).size()
+    assert set(after["batch"]) == {1, 2, 3, 4, 5, 6}
+    assert (per_point == 3).all(), per_point  # quick preset: 3 repeats, each point exactly once
+    assert set(after[after["batch"].isin(done)]["timestamp"]) <= set(before["timestamp"])

@@ -1,0 +1,126 @@
+"""The command line: output formats, and one-line errors with exit status 2 for every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.problems import XOR3_PUBLISHED_LOSSES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=300)  # fmt: skip
+
+
+def test_run_text_output_is_the_published_trace():
+    out = cli("run", "--backend", "numpy", "--problem", "xor3")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    trace = [line.split() for line in lines[:-1]]
+    assert [int(i) for i, _ in trace] == [0, 10000, 20000, 30000, 40000, 50000]
+    assert tuple(float(f"{float(v):.12g}") for _, v in trace) == XOR3_PUBLISHED_LOSSES
+    assert all(len(v.replace("0.", "").lstrip("0")) >= 15 for _, v in trace)  # repr precision
+    assert lines[-1].startswith("elapsed")
+
+
+def test_run_json_output(capsys):
+    assert main(["run", "--backend", "numpy", "--problem", "scaled", "--batch", "5", "--hidden", "3",
+                 "--iterations", "20", "--log-every", "7", "--dtype", "float32", "--json"]) == 0  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"backend", "problem", "dtype", "iterations", "losses", "weights", "seconds"}
+    assert [i for i, _ in data["losses"]] == [0, 7, 14]
+    assert [len(w) for w in data["weights"]] == [3, 3] and data["dtype"] == "float32"
+
+
+def test_list_names_every_backend_with_a_reason(capsys, fakes):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("python", "numpy", "numba-cpu", "numba-parallel", "numba-cuda", "jax", "torch", "cupy"):
+        assert name in out
+    assert "unavailable: needs the fake accelerator" in out
+
+
+def test_validate_passes_for_good_and_fails_for_a_wrong_backend(capsys, fakes):
+    assert main(["validate", "--backends", "numpy,fake-good", "--quick"]) == 0
+    assert "all available backends agree" in capsys.readouterr().out
+    assert main(["validate", "--backends", "numpy,fake-wrong", "--quick"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "fake-wrong" in out
+
+
+BAD = [
+    (["run", "--backend", "nope", "--problem", "xor3"], "unknown backend 'nope'"),
+    (["run", "--backend", "numpy", "--problem", "xor9"], "invalid choice"),
+    (["run", "--backend", "numpy", "--problem", "scaled", "--batch", "0"], "must be positive"),
+    (["run", "--backend", "numpy", "--problem", "scaled", "--hidden", "-3"], "must be positive"),
+    (["run", "--backend", "numpy", "--problem", "scaled", "--batch", "1e3"], "not an integer"),
+    (["run", "--backend", "numpy", "--problem", "scaled", "--batch", "99999999999"], "batch must be in"),
+    (["run", "--backend", "numpy", "--problem", "xor3", "--iterations", "0"], "must be positive"),
+    (["run", "--backend", "numpy", "--problem", "xor3", "--log-every", "x"], "not an integer"),
+    (["run", "--backend", "numpy", "--problem", "xor3", "--dtype", "float16"], "invalid choice"),
+    (["run", "--backend", "fake-unavailable", "--problem", "xor3"], "not available here"),
+    (["run", "--backend", "python", "--problem", "xor3", "--dtype", "float32"], "supports float64"),
+    (["validate", "--backends", "numpy,nope"], "unknown backend"),
+    (["validate", "--backends", ","], "empty list"),
+    (["bench", "--preset", "huge"], "unknown preset"),
+    (["bench", "--backends", "numpy,nope"], "unknown backend"),
+    (["bench", "--batch", "4,0"], "must be positive"),
+    (["bench", "--hidden", "4,x"], "not an integer"),
+    (["bench", "--batch", "100000000000"], "larger than the supported"),
+    (["bench", "--dtype", "int8"], "unknown dtype"),
+    (["bench", "--machine", "../evil"], "letters, digits"),
+    (["bench", "--threads", "0"], "must be positive"),
+    (["plot", "--results", "/nonexistent/folder"], "no results folder"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) or "(none)" for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys, fakes):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_bad_input_in_a_real_process_has_no_traceback():
+    out = cli("run", "--backend", "numpy", "--problem", "scaled", "--batch", "-1")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_bench_refuses_unusable_results_and_leaves_them_untouched(tmp_path, capsys):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    runs = folder / "runs.csv"
+    runs.write_text("not,a,results,file\n1,2,3,4\n")
+    before = runs.read_bytes()
+    assert main(["bench", "--out", str(tmp_path), "--machine", "m", "--preset", "quick", "--no-progress"]) == 2
+    assert "missing columns" in capsys.readouterr().err
+    assert runs.read_bytes() == before
+
+    runs.unlink()
+    (folder / "machine.json").write_text("{ not json")
+    assert main(["bench", "--out", str(tmp_path), "--machine", "m", "--preset", "quick", "--no-progress"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert (folder / "machine.json").read_text() == "{ not json"
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["bench", "--out", str(blocker), "--preset", "quick"]) == 2
+    assert "cannot create results folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions, so a read-only folder is writable")
+def test_bench_refuses_a_read_only_results_folder(tmp_path, capsys):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    folder.chmod(0o500)
+    assert main(["bench", "--out", str(tmp_path), "--machine", "m", "--preset", "quick"]) == 2
+    assert "not writable" in capsys.readouterr().err
