@@ -98,6 +98,11 @@ def build_parser() -> Parser:
     plot = sub.add_parser("plot", help="redraw every figure from stored results (runs no backend)")
     plot.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
 
+    imp = sub.add_parser("import-benchmark", help="append a pytest-benchmark JSON to the results table")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
+    imp.add_argument("--machine", help="results folder name (default: from the hardware)")
+
     floor = sub.add_parser("floor", help="measure this machine's ceilings and print the floor per point")
     floor.add_argument("--batch", type=int_list, default=[4**k for k in range(1, 9)])
     floor.add_argument("--hidden", type=int_list, default=[4**k for k in range(1, 7)])
@@ -276,7 +281,29 @@ def cmd_floor(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "validate": cmd_validate, "bench": cmd_bench, "plot": cmd_plot,
+def cmd_import(args) -> int:
+    from harness import results
+    from harness.fingerprint import machine_name
+
+    try:
+        data = json.loads(args.file.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{args.file}: not a pytest-benchmark JSON ({exc})") from None
+    if not isinstance(data, dict) or "benchmarks" not in data:
+        raise UsageError(f"{args.file}: not a pytest-benchmark JSON (no 'benchmarks' key)")
+    machine = args.machine or machine_name()
+    rows = results.rows_from_pytest_benchmark(data, machine)
+    try:
+        results.append_rows(args.out / machine / results.RUNS, rows)
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{len(rows)} rows appended to {args.out / machine / results.RUNS}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "import-benchmark": cmd_import, "run": cmd_run, "validate": cmd_validate, "bench": cmd_bench, "plot": cmd_plot,
             "floor": cmd_floor}  # fmt: skip
 
 

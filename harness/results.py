@@ -135,3 +135,32 @@ def read_runs(path: Path):
         good.append(row)
     frame = pd.DataFrame(good, columns=header if good else COLUMNS)
     return frame, bad
+
+
+def rows_from_pytest_benchmark(data: dict, machine: str) -> list[dict]:
+    """Rows of the results table from a pytest-benchmark JSON (``--benchmark-json`` or ``--benchmark-save``).
+
+    Each round becomes one repeat; ``validated`` comes from the agreement the suite recorded.
+    """
+    from harness.agreement import TOLERANCE
+
+    commit = (data.get("commit_info") or {}).get("id", "unknown")[:12]
+    if (data.get("commit_info") or {}).get("dirty"):
+        commit += "+dirty"
+    rows = []
+    for bench in data.get("benchmarks", []):
+        info, stats = bench.get("extra_info", {}), bench.get("stats", {})
+        if not {"backend", "batch", "hidden", "iterations", "dtype"} <= set(info):
+            continue  # not one of this suite's benchmarks
+        error = info.get("max_rel_error")
+        validated = error is not None and error <= TOLERANCE[info["dtype"]]
+        for repeat, seconds in enumerate(stats.get("data") or [stats.get("median")]):
+            rows.append({
+                "backend": info["backend"], "dtype": info["dtype"], "batch": info["batch"], "hidden": info["hidden"],
+                "iterations": info["iterations"], "repeat": repeat, "seconds": seconds, "seconds_e2e": "",
+                "compile_seconds": "", "status": "ok" if validated else "invalid",
+                "reason": "" if validated else "agreement not recorded or above tolerance",
+                "max_rel_error": "" if error is None else error, "validated": validated, "threads": "",
+                "machine": machine, "commit": commit, "timestamp": data.get("datetime", ""),
+            })  # fmt: skip
+    return rows

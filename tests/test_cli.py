@@ -124,3 +124,29 @@ def test_bench_refuses_a_read_only_results_folder(tmp_path, capsys):
     folder.chmod(0o500)
     assert main(["bench", "--out", str(tmp_path), "--machine", "m", "--preset", "quick"]) == 2
     assert "not writable" in capsys.readouterr().err
+
+
+def test_import_benchmark_json_into_the_results_table(tmp_path, capsys):
+    data = {
+        "commit_info": {"id": "abcdef1234567890", "dirty": False},
+        "datetime": "2026-11-22T00:00:00",
+        "benchmarks": [
+            {"extra_info": {"backend": "numpy", "batch": 4, "hidden": 4, "iterations": 10, "dtype": "float64",
+                            "max_rel_error": 0.0}, "stats": {"data": [0.1, 0.2, 0.3], "median": 0.2}},
+            {"extra_info": {"backend": "fake", "batch": 4, "hidden": 4, "iterations": 10, "dtype": "float64"},
+             "stats": {"median": 0.5}},
+            {"extra_info": {}, "stats": {"median": 1.0}},
+        ],
+    }  # fmt: skip
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps(data))
+    assert main(["import-benchmark", str(source), "--out", str(tmp_path), "--machine", "m"]) == 0
+    from harness.results import read_runs
+
+    frame, bad = read_runs(tmp_path / "m" / "runs.csv")
+    assert bad == [] and len(frame) == 4
+    assert list(frame[frame.backend == "numpy"]["seconds"]) == [0.1, 0.2, 0.3]
+    assert list(frame[frame.backend == "fake"]["status"]) == ["invalid"]  # no agreement recorded
+    source.write_text("[1, 2")
+    assert main(["import-benchmark", str(source)]) == 2
+    assert "not a pytest-benchmark JSON" in capsys.readouterr().err
