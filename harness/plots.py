@@ -52,7 +52,7 @@ REFERENCE = "numpy"  # speedups and crossovers are measured against it
 GPU_BACKENDS = ("numba-cuda", "cupy")
 MACHINE_STYLES = ("-", "--", ":", "-.")
 POINT = ["source", "backend", "dtype", "batch", "hidden"]
-NUMERIC = ("batch", "hidden", "iterations", "seconds", "seconds_e2e", "compile_seconds")
+NUMERIC = ("batch", "hidden", "iterations", "seconds", "compile_seconds")
 
 Log = Callable[[str], None]
 
@@ -81,6 +81,8 @@ def _with_source(frame: pd.DataFrame) -> pd.DataFrame:
     """Numeric columns as numbers (a frame may come from elsewhere than read_runs) and a ``source``
     column naming the machine folder, falling back to the CSV's machine column."""
     numbers = {c: pd.to_numeric(frame[c], errors="coerce") for c in NUMERIC if c in frame.columns}
+    if "commit" in frame.columns:
+        numbers["commit"] = frame["commit"].fillna("").astype(str)
     if "source" not in frame.columns:
         numbers["source"] = frame["machine"] if "machine" in frame.columns else ""
     return frame.assign(**numbers)
@@ -108,13 +110,8 @@ def _plottable(frame: pd.DataFrame) -> pd.Series:
 def _summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Median and min..max of seconds per iteration, per point, over the plottable rows."""
     ok = frame[_plottable(frame)]
-    per = ok.assign(
-        t=ok["seconds"] / ok["iterations"],
-        t_e2e=ok["seconds_e2e"] / ok["iterations"],
-    )
-    grouped = per.groupby(POINT)
+    grouped = ok.assign(t=ok["seconds"] / ok["iterations"]).groupby(POINT)
     out = grouped["t"].agg(median="median", lo="min", hi="max", n="size")
-    out["e2e"] = grouped["t_e2e"].median()
     out["compile"] = grouped["compile_seconds"].median()
     return out.reset_index()
 
@@ -162,7 +159,9 @@ def notes_for(frame: pd.DataFrame, backends: Iterable[str] | None = None) -> lis
         if bad.empty:
             continue
         all_points = set(map(tuple, rows[["dtype", "batch", "hidden"]].to_numpy().tolist()))
-        shown_points = set(map(tuple, rows[good.loc[rows.index]][["dtype", "batch", "hidden"]].to_numpy().tolist()))
+        shown_points = set(
+            map(tuple, rows[good.loc[rows.index]][["dtype", "batch", "hidden"]].to_numpy().tolist())
+        )
         status = bad["status"].where(bad["status"] != "ok", "not validated")
         status = status.where(~((bad["status"] == "ok") & _validated(bad)), "no timing")
         for (label, reason), group in bad.assign(label=status, why=bad["reason"].fillna("")).groupby(
@@ -198,7 +197,9 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def _footer(fig: Figure, notes: list[str], head: str, width_chars: int) -> None:
-    lines = _wrap(f"{head}. Plotted: rows with status ok and validated; each point is its newest run.", width_chars)
+    lines = _wrap(
+        f"{head}. Plotted: rows with status ok and validated; each point is its newest run.", width_chars
+    )
     if notes:
         lines += _wrap("not shown: " + "; ".join(notes), width_chars)
     fig.text(0.005, 0.005, "\n".join(lines), fontsize=7.5, va="bottom", ha="left", color="#333333")
@@ -329,10 +330,21 @@ def _speedup(summary: pd.DataFrame, title: str, notes, head) -> tuple[Figure | N
                 r = grid[i, j]
                 if np.isfinite(r):
                     dark = abs(math.log10(r)) > 0.6 * limit
-                    ax.text(j, i, f"{r:.2g}", ha="center", va="center", fontsize=7,
-                            color="white" if dark else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{r:.2g}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if dark else "black",
+                    )
         valid = grid[np.isfinite(grid)]
-        gm = f"geo-mean {math.exp(np.mean(np.log(valid))):.3g}x over {valid.size} cells" if valid.size else "no common points"
+        gm = (
+            f"geo-mean {math.exp(np.mean(np.log(valid))):.3g}x over {valid.size} cells"
+            if valid.size
+            else "no common points"
+        )
         ax.set_title(f"{name}\n{gm}", fontsize=10, color=colour(name))
         ax.set_xticks(range(len(batches)), [_size_label(b) for b in batches], fontsize=7)
         ax.set_yticks(range(len(hiddens)), [_size_label(h) for h in hiddens], fontsize=7)
@@ -345,8 +357,12 @@ def _speedup(summary: pd.DataFrame, title: str, notes, head) -> tuple[Figure | N
     bar.set_ticks([math.log10(r) for r in ticks], labels=[f"{r:g}x" for r in ticks])
     bar.set_label(f"speedup over {REFERENCE} (>1: faster)")
     fig.suptitle(title)
-    _footer(fig, notes, head + f"; cell = {REFERENCE} median / backend median at that point, grey = no ratio",
-            width_chars)
+    _footer(
+        fig,
+        notes,
+        head + f"; cell = {REFERENCE} median / backend median at that point, grey = no ratio",
+        width_chars,
+    )
     return fig, ""
 
 
@@ -354,12 +370,16 @@ def _compile(summary: pd.DataFrame, title: str, notes, head) -> Figure:
     """Median first-call (compile) time over points, per backend and dtype, bars with min..max."""
     per = summary.dropna(subset=["compile"])
     names = _ordered(per["backend"])
+    notes = notes + [
+        f"{n} (no compile_seconds recorded)" for n in _ordered(set(summary["backend"]) - set(names))
+    ]
     dtypes = sorted(per["dtype"].unique())
     fig, width_chars, _ = _new_figure(1, 1, notes, (6.5, 0.28 * len(names) * len(dtypes) + 1.2))
     ax = fig.subplots()
     height = 0.8 / max(1, len(dtypes))
     hatches = ("", "//", "..", "xx")
     for k, dtype in enumerate(dtypes):
+        labelled = False
         for i, name in enumerate(names):
             values = per[(per["backend"] == name) & (per["dtype"] == dtype)]["compile"]
             if values.empty:
@@ -367,8 +387,16 @@ def _compile(summary: pd.DataFrame, title: str, notes, head) -> Figure:
             y = i + (k - (len(dtypes) - 1) / 2) * height
             med = max(float(values.median()), 1e-6)  # log axis: a near-zero first call shows as 1 us
             lo, hi = max(float(values.min()), 1e-6), max(float(values.max()), 1e-6)
-            ax.barh(y, med, height=height * 0.9, color=colour(name), hatch=hatches[k % len(hatches)],
-                    edgecolor="white", label=dtype if i == 0 else None)
+            ax.barh(
+                y,
+                med,
+                height=height * 0.9,
+                color=colour(name),
+                hatch=hatches[k % len(hatches)],
+                edgecolor="white",
+                label=None if labelled else dtype,
+            )
+            labelled = True
             ax.errorbar(med, y, xerr=[[med - lo], [hi - med]], color="#333333", capsize=2, lw=0.8)
             ax.text(hi * 1.15, y, f"{values.median():.3g} s", va="center", fontsize=7)
     ax.set_yticks(range(len(names)), names)
@@ -397,8 +425,16 @@ def _floor(summary: pd.DataFrame, dtype: str, ceilings: dict, floor_seconds, tit
         x = (part["batch"] * part["hidden"]).to_numpy()[ok]
         y = part["median"].to_numpy()[ok] / floors[ok]
         order = np.argsort(x, kind="stable")
-        ax.plot(x[order], y[order], ls="none", marker=marker(name), color=colour(name), ms=5, alpha=0.8,
-                label=name)
+        ax.plot(
+            x[order],
+            y[order],
+            ls="none",
+            marker=marker(name),
+            color=colour(name),
+            ms=5,
+            alpha=0.8,
+            label=name,
+        )
     ax.axhline(1.0, color="#444444", lw=1, ls="--")
     ax.text(0.01, 1.05, "floor", fontsize=8, va="bottom", transform=ax.get_yaxis_transform())
     _size_axis(ax, (summary["batch"] * summary["hidden"]).unique())
@@ -408,7 +444,9 @@ def _floor(summary: pd.DataFrame, dtype: str, ceilings: dict, floor_seconds, tit
     ax.grid(True, which="major", alpha=0.3)
     _legend(fig)
     fig.suptitle(title)
-    _footer(fig, notes, head + "; floor = harness.floor.floor_seconds with machine.json ceilings", width_chars)
+    _footer(
+        fig, notes, head + "; floor = harness.floor.floor_seconds with machine.json ceilings", width_chars
+    )
     return fig
 
 
@@ -437,8 +475,14 @@ def _machines(summaries: dict[str, pd.DataFrame], dtype: str, notes, log: Log) -
         part = parts[machine][parts[machine]["hidden"] == hidden]
         for name in _ordered(part["backend"]):
             line = part[part["backend"] == name].set_index("batch").reindex(batches)
-            left.plot(batches, line["median"], color=colour(name), marker=marker(name), ms=4,
-                      ls=MACHINE_STYLES[k % len(MACHINE_STYLES)])
+            left.plot(
+                batches,
+                line["median"],
+                color=colour(name),
+                marker=marker(name),
+                ms=4,
+                ls=MACHINE_STYLES[k % len(MACHINE_STYLES)],
+            )
     _size_axis(left, batches)
     left.set_yscale("log")
     left.set_xlabel("batch N")
@@ -456,8 +500,14 @@ def _machines(summaries: dict[str, pd.DataFrame], dtype: str, notes, log: Log) -
             ratio = (ref / mine).dropna()
             if ratio.empty:
                 continue
-            right.bar(i + (k - (len(machines) - 1) / 2) * width, float(np.exp(np.log(ratio).mean())),
-                      width * 0.9, color=colour(name), hatch=hatches[k % len(hatches)], edgecolor="white")
+            right.bar(
+                i + (k - (len(machines) - 1) / 2) * width,
+                float(np.exp(np.log(ratio).mean())),
+                width * 0.9,
+                color=colour(name),
+                hatch=hatches[k % len(hatches)],
+                edgecolor="white",
+            )
     right.axhline(1.0, color="#444444", lw=1, ls="--")
     right.set_yscale("log")
     right.set_xticks(range(len(others)), others, rotation=35, ha="right", fontsize=8)
@@ -466,13 +516,22 @@ def _machines(summaries: dict[str, pd.DataFrame], dtype: str, notes, log: Log) -
     right.grid(True, axis="y", alpha=0.3)
     backend_handles = [Line2D([], [], color=colour(n), marker=marker(n), ms=5) for n in names]
     machine_handles = [
-        (Line2D([], [], color="#333333", ls=MACHINE_STYLES[k % len(MACHINE_STYLES)]),
-         Patch(facecolor="#999999", edgecolor="white", hatch=hatches[k % len(hatches)]))
+        (
+            Line2D([], [], color="#333333", ls=MACHINE_STYLES[k % len(MACHINE_STYLES)]),
+            Patch(facecolor="#999999", edgecolor="white", hatch=hatches[k % len(hatches)]),
+        )
         for k in range(len(machines))
     ]
     first = fig.legend(backend_handles, names, loc="outside right upper", fontsize=8, title="backend")
-    fig.legend(machine_handles, machines, loc="outside right lower", fontsize=8, title="machine",
-               handler_map={tuple: HandlerTuple(ndivide=None)}, handlelength=4)
+    fig.legend(
+        machine_handles,
+        machines,
+        loc="outside right lower",
+        fontsize=8,
+        title="machine",
+        handler_map={tuple: HandlerTuple(ndivide=None)},
+        handlelength=4,
+    )
     fig.add_artist(first)
     fig.suptitle(f"machines compared, {dtype}")
     _footer(fig, notes, f"data: {', '.join(f'{m}/{RUNS}' for m in machines)}, {dtype}", width_chars)
@@ -499,9 +558,11 @@ def _crossing(batches: np.ndarray, ratio: np.ndarray) -> tuple[float, str]:
 def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
     """Batch at which each backend overtakes numpy, and the fastest GPU overtakes the fastest CPU.
 
-    One row per (machine, dtype, hidden, challenger). ``crossover_batch`` is NaN when the result is
-    "always" or "never in range"; ``result`` says which. GPU means the backends in ``GPU_BACKENDS``;
-    at each batch the fastest of them is compared with the fastest of all other backends.
+    One row per (machine, dtype, hidden, challenger), over the batch sizes both measured: the first
+    batch where the challenger's median is below the baseline's, interpolated in log-log space between
+    the grid points around it. ``crossover_batch`` is NaN when the result is "always" (already faster at
+    the smallest batch) or "never in range"; ``result`` says which. GPU means the backends in
+    ``GPU_BACKENDS``; at each batch the fastest of them is compared with the fastest of all the others.
     """
     frame, _ = newest(frame)
     summary = _summary(frame)
@@ -528,8 +589,15 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
         gpus = [c for c in table.columns if c in GPU_BACKENDS]
         cpus = [c for c in table.columns if c not in GPU_BACKENDS]
         if gpus and cpus:
-            add(machine, dtype, hidden, "fastest GPU", "fastest CPU",
-                table[gpus].min(axis=1, skipna=True), table[cpus].min(axis=1, skipna=True))
+            add(
+                machine,
+                dtype,
+                hidden,
+                "fastest GPU",
+                "fastest CPU",
+                table[gpus].min(axis=1, skipna=True),
+                table[cpus].min(axis=1, skipna=True),
+            )
         elif named_gpus:
             why = "no plottable GPU rows" if not gpus else "no plottable CPU rows"
             rows.append((machine, dtype, hidden, "fastest GPU", "fastest CPU", float("nan"), why))
@@ -540,7 +608,7 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
 def _markdown(table: pd.DataFrame) -> str:
     def cell(v):
         if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.4g}"
+            return "" if math.isnan(v) else f"{v:.0f}" if v >= 100 else f"{v:.3g}"
         return str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
@@ -596,10 +664,13 @@ def _plot_machine(name: str, frame: pd.DataFrame, fingerprint: dict, out: Path, 
         part = summary[summary["dtype"] == dtype]
         notes = notes_for(frame[frame["dtype"] == dtype], everyone)
         head = f"data: {name}/{RUNS}, {dtype}"
-        fig = _time_lines(part, "hidden", "batch", f"{name}: time per iteration vs batch N, {dtype}", notes, head)
+        fig = _time_lines(
+            part, "hidden", "batch", f"{name}: time per iteration vs batch N, {dtype}", notes, head
+        )
         written += _save(fig, out, f"time_vs_batch_{dtype}")
-        fig = _time_lines(part, "batch", "hidden", f"{name}: time per iteration vs hidden width H, {dtype}",
-                          notes, head)
+        fig = _time_lines(
+            part, "batch", "hidden", f"{name}: time per iteration vs hidden width H, {dtype}", notes, head
+        )
         written += _save(fig, out, f"time_vs_hidden_{dtype}")
         fig, why = _speedup(part, f"{name}: speedup over {REFERENCE}, {dtype}", notes, head)
         if fig is None:
@@ -611,15 +682,27 @@ def _plot_machine(name: str, frame: pd.DataFrame, fingerprint: dict, out: Path, 
                 log(f"plots: {name}: floor {dtype} skipped: {MACHINE} has no 'ceilings'")
             else:
                 try:
-                    fig = _floor(part, dtype, ceilings, floor_fn, f"{name}: time per iteration / floor, {dtype}",
-                                 notes, head)
+                    fig = _floor(
+                        part,
+                        dtype,
+                        ceilings,
+                        floor_fn,
+                        f"{name}: time per iteration / floor, {dtype}",
+                        notes,
+                        head,
+                    )
                 except Exception as exc:  # a floor model that cannot price these points is not fatal
-                    log(f"plots: {name}: floor {dtype} skipped: floor_seconds failed ({type(exc).__name__}: {exc})")
+                    why = f"{type(exc).__name__}: {exc}"
+                    log(f"plots: {name}: floor {dtype} skipped: floor_seconds failed ({why})")
                 else:
                     written += _save(fig, out, f"floor_{dtype}")
     if summary["compile"].notna().any():
-        fig = _compile(summary, f"{name}: compile / first-call time per backend", notes_for(frame, everyone),
-                       f"data: {name}/{RUNS}")
+        fig = _compile(
+            summary,
+            f"{name}: compile / first-call time per backend",
+            notes_for(frame, everyone),
+            f"data: {name}/{RUNS}",
+        )
         written += _save(fig, out, "compile")
     else:
         log(f"plots: {name}: compile figure skipped: no compile_seconds in plottable rows")

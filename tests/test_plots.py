@@ -1,0 +1,178 @@
+"""harness.plots draws every figure from stored CSV alone: synthetic results, no backend involved."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+
+import pandas as pd
+import pytest
+
+from harness.plots import crossovers, notes_for, plot_all
+from harness.results import COLUMNS, append_rows, read_runs
+
+BATCHES = (4, 16, 64, 256)
+HIDDENS = (4, 32)
+RATIO = {4: 4.0, 16: 2.0, 64: 0.5, 256: 0.25}  # fast backend / numpy: crosses 1 between N=16 and N=64
+
+
+def row(backend, batch, hidden, seconds, status="ok", reason="", repeat=0, dtype="float64", **extra):
+    base = dict(
+        backend=backend,
+        dtype=dtype,
+        batch=batch,
+        hidden=hidden,
+        iterations=100,
+        repeat=repeat,
+        seconds=seconds,
+        seconds_e2e=seconds,
+        compile_seconds=0.01 if status == "ok" else "",
+        status=status,
+        reason=reason,
+        max_rel_error=1e-14 if status == "ok" else "",
+        validated=status == "ok",
+        threads=1,
+        machine="m",
+        commit="abc123",
+        timestamp="2025-01-01T00:00:00",
+    )
+    base.update(extra)
+    return base
+
+
+def numpy_seconds(batch, hidden):
+    return 1e-4 * batch * hidden
+
+
+def machine_rows(scale=1.0):
+    rows = []
+    for n in BATCHES:
+        for h in HIDDENS:
+            t = numpy_seconds(n, h) * scale
+            for r in range(3):
+                jitter = 1 + 0.05 * r
+                rows.append(row("numpy", n, h, t * jitter, repeat=r))
+                rows.append(row("numba-cpu", n, h, t * RATIO[n] * jitter, repeat=r))
+            # python: measured only at small N, predicted too slow above
+            if n <= 16:
+                rows.append(row("python", n, h, t * 50))
+            else:
+                rows.append(row("python", n, h, "", status="skipped", reason="predicted too slow"))
+            rows.append(row("numba-cuda", n, h, "", status="skipped", reason="no CUDA GPU"))
+    # one unhealthy point: excluded, named in the footer
+    rows = [r for r in rows if not (r["backend"] == "numba-cpu" and r["batch"] == 256 and r["hidden"] == 32)]
+    rows.append(row("numba-cpu", 256, 32, "", status="unhealthy", reason="subnormal activations"))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """Two machine folders drawn once (matplotlib is the slow part): alpha has ceilings, beta none."""
+    root = tmp_path_factory.mktemp("results")
+    for name, scale in (("alpha", 1.0), ("beta", 0.5)):
+        rows = machine_rows(scale)
+        if name == "beta":  # a smaller grid on the second machine; H=32 is common to both
+            rows = [r for r in rows if r["hidden"] == 32 and r["batch"] >= 64]
+        append_rows(root / name / "runs.csv", rows)
+    (root / "alpha" / "machine.json").write_text(json.dumps({"ceilings": {"flops": 1e9}}))
+    (root / "beta" / "machine.json").write_text(json.dumps({"hostname": "beta"}))
+    with open(root / "alpha" / "runs.csv", "a") as fh:
+        fh.write("this is not,a valid line\n")  # wrong field count
+        fh.write(",".join(["numpy", "float64", "4", "4", "100", "0", "0.1"]) + "\n")  # fields missing
+    fake = types.ModuleType("harness.floor")  # harness.floor's contract, without depending on its model
+    fake.floor_seconds = lambda batch, hidden, dtype, ceilings: batch * hidden / ceilings["flops"]
+    messages = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "harness.floor", fake)
+        written = plot_all(root, log=messages.append)
+    return root, written, "\n".join(messages)
+
+
+def test_plot_all_writes_figures_and_reports_bad_lines(drawn):
+    root, written, log = drawn
+    n_rows = len(machine_rows())
+    assert f"alpha/runs.csv: 2 bad line(s) ignored (line {n_rows + 2}, {n_rows + 3})" in log
+    for machine in ("alpha", "beta"):
+        plots = root / machine / "plots"
+        for stem in ("time_vs_batch_float64", "time_vs_hidden_float64", "speedup_float64", "compile"):
+            for ext in ("png", "svg"):
+                path = plots / f"{stem}.{ext}"
+                assert path in written and path.stat().st_size > 1000, path
+        assert (plots / "crossovers.csv").exists() and (plots / "crossovers.md").exists()
+    for ext in ("png", "svg"):
+        assert root / "plots" / f"machines_float64.{ext}" in written
+        assert root / "alpha" / "plots" / f"floor_float64.{ext}" in written
+    assert not list(root.rglob("*.tmp")), "atomic writes leave no temporary file"
+    # beta's machine.json has no ceilings: its floor figure is skipped with a reason, never silently
+    assert not list((root / "beta").rglob("floor_*"))
+    assert "beta: floor float64 skipped: machine.json has no 'ceilings'" in log
+    assert "crosses at N~32" in log  # the crossover table goes through log too
+
+
+def test_skipped_and_unhealthy_backends_are_named_in_the_footer(drawn):
+    root, _, _ = drawn
+    frame, _ = read_runs(root / "alpha" / "runs.csv")
+    notes = notes_for(frame)
+    assert "numba-cuda (skipped: no CUDA GPU)" in notes
+    assert any(n.startswith("python at") and "N>=64" in n and "predicted too slow" in n for n in notes)
+    assert any(n.startswith("numba-cpu at 1 point, N=256, H=32 (unhealthy: subnormal") for n in notes)
+    assert not any(n.startswith("numpy") for n in notes)
+    # a backend absent from a slice is still accounted for
+    assert "torch (no rows for this selection)" in notes_for(frame, ["torch"])
+    # and the footer really is drawn: SVG keeps text as text
+    svg = (root / "alpha" / "plots" / "time_vs_batch_float64.svg").read_text()
+    assert "not shown:" in svg and "numba-cuda (skipped: no CUDA GPU)" in svg
+
+
+def test_crossover_is_interpolated_in_log_space():
+    frame = pd.DataFrame(machine_rows(), columns=COLUMNS)
+    table = crossovers(frame)
+    cpu = table[(table["backend"] == "numba-cpu") & (table["hidden"] == 4)].iloc[0]
+    # ratio 2 at N=16 and 0.5 at N=64: log-ratio is 0 halfway in log N, at sqrt(16 * 64) = 32
+    assert cpu["crossover_batch"] == pytest.approx(32.0)
+    assert "crosses" in cpu["result"]
+    python = table[(table["backend"] == "python") & (table["hidden"] == 4)].iloc[0]
+    assert math.isnan(python["crossover_batch"]) and python["result"].startswith("never in range")
+    gpu = table[table["backend"] == "fastest GPU"]
+    assert set(gpu["result"]) == {"no plottable GPU rows"}
+
+
+def test_crossover_always_and_newest_commit_wins():
+    old = [row("numpy", n, 8, 1.0, commit="old") for n in BATCHES]
+    old += [row("cupy", n, 8, 2.0, commit="old") for n in BATCHES]  # slower everywhere in the old run
+    new = [row("numpy", n, 8, 1.0, commit="new") for n in BATCHES]
+    new += [row("cupy", n, 8, 0.5, commit="new") for n in BATCHES]  # faster everywhere now
+    frame = pd.DataFrame(old + new, columns=COLUMNS)
+    table = crossovers(frame)
+    cupy = table[table["backend"] == "cupy"].iloc[0]
+    assert cupy["result"].startswith("always")
+    assert table[table["backend"] == "fastest GPU"].iloc[0]["result"].startswith("always")
+    assert any("older commits superseded" in n for n in notes_for(frame))
+
+
+def test_single_machine_skips_cross_machine_with_reason(tmp_path):
+    rows = [row("numba-cuda", n, 8, "", status="skipped", reason="no CUDA GPU") for n in BATCHES]
+    append_rows(tmp_path / "solo" / "runs.csv", rows)
+    messages = []
+    written = plot_all(tmp_path, log=messages.append)
+    assert any("solo: no plottable rows" in m and "numba-cuda (skipped: no CUDA GPU)" in m for m in messages)
+    assert any("cross-machine" in m and "only one machine" in m for m in messages)
+    assert not (tmp_path / "plots").exists()
+    assert not [p for p in written if p.suffix in (".png", ".svg")]
+
+
+def test_plots_import_no_backend():
+    """Figures come from stored CSV alone: the module imports plotting and results code, never a backend."""
+    import ast
+    import inspect
+
+    import harness.plots
+
+    tree = ast.parse(inspect.getsource(harness.plots))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    roots = {m.split(".")[0] for m in imported} - {"__future__", "harness", "matplotlib", "numpy", "pandas"}
+    assert roots <= {"io", "math", "textwrap", "zlib", "collections", "pathlib"}, roots
+    assert {m for m in imported if m.startswith("harness")} <= {"harness.results", "harness.floor"}
