@@ -1,0 +1,72 @@
+"""`cupy`: the NumPy loop with CuPy arrays on an NVIDIA GPU.
+
+X, y and the weights stay on the device for the whole run and the logged losses are written into
+a device array, so the loop never waits for the GPU; ``run`` synchronises once at the end.
+float32 matmuls are true float32 unless the user sets CUPY_TF32=1 (CuPy's default is off).
+"""
+
+from __future__ import annotations
+
+import cupy as cp
+import numpy as np
+
+from backends.base import Problem, TrainResult, check_dtype, n_logged
+
+DTYPES = ("float64", "float32")
+DEVICE = "gpu"
+
+
+def available() -> str | None:
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError without a driver, RuntimeError without libcudart
+        return f"no usable CUDA device: {type(exc).__name__}: {exc}"
+    return None if count else "no CUDA device found"
+
+
+def sigmoid(z: cp.ndarray) -> cp.ndarray:
+    return 1.0 / (1.0 + cp.exp(-z))  # exp(-z) -> inf for z < -709 gives s = 0 (CuPy does not warn)
+
+
+def prepare(problem: Problem) -> dict:
+    check_dtype(DTYPES, problem, "cupy")
+    return {
+        "X": cp.asarray(problem.X),
+        "y": cp.asarray(problem.y),
+        "W": [cp.array(w) for w in problem.weights],
+        "alpha": problem.X.dtype.type(problem.alpha),
+        "losses": [],
+    }
+
+
+def run(state: dict, iterations: int, log_every: int) -> None:
+    X, y, W, alpha = state["X"], state["y"], state["W"], state["alpha"]
+    losses = cp.empty(n_logged(iterations, log_every))
+    for it in range(iterations):
+        a = [X]
+        for w in W:
+            a.append(sigmoid(a[-1] @ w))
+        err = y - a[-1]
+        if log_every and it % log_every == 0:
+            losses[it // log_every] = cp.mean(cp.abs(err))  # device to device: no synchronisation
+        delta = err * a[-1] * (1 - a[-1])
+        for layer in reversed(range(len(W))):
+            grad = a[layer].T @ delta
+            if layer > 0:  # uses W[layer] before this iteration's update
+                delta = (delta @ W[layer].T) * a[layer] * (1 - a[layer])
+            W[layer] += alpha * grad
+    cp.cuda.get_current_stream().synchronize()  # kernels are queued asynchronously: finish first
+    state["losses"].append(losses)
+
+
+def fetch(state: dict) -> TrainResult:
+    losses = cp.concatenate(state["losses"]) if state["losses"] else cp.empty(0)
+    return TrainResult([cp.asnumpy(w) for w in state["W"]], cp.asnumpy(losses).astype(np.float64))
+
+
+def threads() -> int | None:
+    return None  # one host thread queues the kernels; there is no CPU pool to size
+
+
+def set_threads(n: int) -> None:
+    """Nothing to set: the work runs on the GPU (accepted so the harness can treat backends alike)."""

@@ -1,0 +1,140 @@
+"""`jax`: the whole loop as one jitted XLA computation (lax.fori_loop), on JAX's default device.
+
+Importing this module turns on ``jax_enable_x64`` for the whole process: without it JAX silently
+computes float64 problems in float32. That is process-global (every JAX user in this process sees
+64-bit defaults); the harness runs each backend in its own worker process, so nothing else is
+affected there.
+
+Compilation: ``iterations`` and ``log_every`` are traced loop bounds, not static arguments, so
+calibrating with different T reuses one executable. What is static: the shapes, the dtype, the
+depth (the number of weight matrices) and the number of logged losses (the length of the loss
+buffer) -- so runs with ``log_every=0`` never recompile when only T changes.
+
+Threads: XLA's CPU runtime sizes its intra-op pool from the CPUs the process may run on, and in
+jaxlib 0.10 no flag changes that (``--xla_cpu_multi_thread_eigen=false`` and
+``intra_op_parallelism_threads`` in ``XLA_FLAGS`` were measured to have no effect). The one
+working control is CPU affinity: ``set_threads(n)`` confines every thread of this process to n CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from backends.base import Problem, TrainResult, check_dtype, n_logged
+
+jax.config.update("jax_enable_x64", True)  # process-global: see the module docstring
+
+DTYPES = ("float64", "float32")
+DEVICE = "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
+
+
+def available() -> str | None:
+    return None
+
+
+def sigmoid(z: jax.Array) -> jax.Array:
+    return 1.0 / (1.0 + jnp.exp(-z))  # exp(-z) -> inf for z < -709 gives s = 0, as in numpy
+
+
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    # On NVIDIA GPUs JAX's default precision runs float32 matmuls in TF32 (10-bit mantissa), which
+    # alone can use up the float32 agreement budget; "highest" asks for true float32 (no-op on CPU).
+    return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
+
+
+def _step(X, y, W, alpha):
+    """One iteration: the new weights and this iteration's error (before the update)."""
+    a = [X]
+    for w in W:
+        a.append(sigmoid(_mm(a[-1], w)))
+    err = y - a[-1]
+    delta = err * a[-1] * (1 - a[-1])
+    W = list(W)
+    for layer in reversed(range(len(W))):
+        grad = _mm(a[layer].T, delta)
+        if layer > 0:  # uses W[layer] before this iteration's update
+            delta = _mm(delta, W[layer].T) * a[layer] * (1 - a[layer])
+        W[layer] = W[layer] + alpha * grad
+    return tuple(W), err
+
+
+@partial(jax.jit, static_argnames=("n_log",))
+def _train(X, y, W, alpha, iterations, log_every, n_log):
+    """``iterations`` steps; the loss of iteration k*log_every goes to losses[k], on the device.
+
+    With logging the loop is chunked: chunk k runs one logged step, then the unlogged rest of its
+    ``log_every`` iterations, so no iteration pays for a branch or an unused reduction.
+    """
+    losses = jnp.zeros(n_log, X.dtype)
+
+    def unlogged(_, W):
+        return _step(X, y, W, alpha)[0]
+
+    if n_log == 0:
+        return lax.fori_loop(0, iterations, unlogged, W), losses
+
+    def chunk(k, carry):
+        W, losses = carry
+        W, err = _step(X, y, W, alpha)
+        losses = losses.at[k].set(jnp.mean(jnp.abs(err)))
+        rest = jnp.minimum(log_every, iterations - k * log_every) - 1
+        return lax.fori_loop(0, rest, unlogged, W), losses
+
+    return lax.fori_loop(0, n_log, chunk, (W, losses))
+
+
+def prepare(problem: Problem) -> dict:
+    check_dtype(DTYPES, problem, "jax")
+    put = jax.device_put
+    return {
+        "X": put(problem.X),
+        "y": put(problem.y),
+        "W": tuple(put(np.array(w, copy=True)) for w in problem.weights),
+        "alpha": put(problem.X.dtype.type(problem.alpha)),
+        "losses": [],
+    }
+
+
+def run(state: dict, iterations: int, log_every: int) -> None:
+    n_log = n_logged(iterations, log_every)
+    W, losses = _train(
+        state["X"], state["y"], state["W"], state["alpha"], iterations, max(log_every, 1), n_log
+    )
+    state["W"] = jax.block_until_ready(W)  # JAX dispatches asynchronously: finish before returning
+    state["losses"].append(losses)
+
+
+def fetch(state: dict) -> TrainResult:
+    losses = [np.asarray(x, dtype=np.float64) for x in state["losses"]]
+    return TrainResult([np.array(w) for w in state["W"]], np.concatenate(losses) if losses else np.empty(0))
+
+
+def threads() -> int | None:
+    """CPUs XLA's thread pool can use (None on a GPU, where host threads only dispatch)."""
+    return len(os.sched_getaffinity(0)) if DEVICE == "cpu" else None
+
+
+def set_threads(n: int) -> None:
+    """Confine every thread of this process (XLA's pool included) to the first ``n`` allowed CPUs.
+
+    ``os.sched_setaffinity(0, ...)`` would move only the calling thread; XLA's pool threads already
+    exist, so each thread of the process is moved. This also binds NumPy's BLAS threads, which the
+    harness limits to the same count anyway.
+    """
+    if DEVICE != "cpu":
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    cpus = set(allowed[:n])
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, PermissionError):  # a thread that ended meanwhile
+            pass
