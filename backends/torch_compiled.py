@@ -2,9 +2,10 @@
 
 The step function is ``backends.torch_eager.step`` itself, so the two backends cannot drift apart;
 only the call is compiled. The loop over iterations stays in Python: compiling it whole would
-unroll T iterations into one graph. Shapes are static (``dynamic=False``): each problem size gets
-its own specialised kernels, compiled on the first ``run`` of that size (the harness reports that
-first call as compile time). Two graphs per size: one iteration that logs its loss, one that does not.
+unroll T iterations into one graph. Kernels are compiled on first use (the harness reports that first call as compile time). torch.compile's
+default "automatic dynamic" shapes: the first size gets static kernels, the first change of size
+recompiles with symbolic sizes that then serve every later size, as a user of torch.compile would
+see. Two graphs: one iteration that logs its loss, one that does not.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ DEVICE = torch_eager.DEVICE
 # it eagerly; every problem size is one recompilation, so a validation pass needs more.
 RECOMPILE_LIMIT = 256
 
-_compiled_step = torch.compile(torch_eager.step, dynamic=False, fullgraph=True)
+_compiled_step = torch.compile(torch_eager.step, fullgraph=True)  # default: automatic dynamic shapes
 _unavailable: list[str | None] = []  # the cached result of the one trial compilation
 
 
@@ -48,8 +49,10 @@ prepare = torch_eager.prepare  # the same tensors on the same device; only run()
 
 
 def run(state: dict, iterations: int, log_every: int) -> None:
+    # alpha as a 0-d tensor: a Python float would be baked into the graph, one compile per value.
+    alpha = torch.tensor(state["alpha"], dtype=state["X"].dtype, device=state["X"].device)
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-        torch_eager.run(state, iterations, log_every, step=_compiled_step)
+        torch_eager.run(dict(state, alpha=alpha), iterations, log_every, step=_compiled_step)
 
 
 fetch = torch_eager.fetch

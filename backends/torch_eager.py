@@ -28,7 +28,7 @@ def sigmoid(z: torch.Tensor) -> torch.Tensor:
     return z.neg_().exp_().add_(1).reciprocal_()
 
 
-def step(X: torch.Tensor, y: torch.Tensor, W: list[torch.Tensor], alpha: float, log: bool):
+def step(X: torch.Tensor, y: torch.Tensor, W: list[torch.Tensor], alpha, log: bool):
     """One iteration, updating ``W`` in place; returns mean |err| (a device tensor) when ``log``."""
     a = [X]
     for w in W:
@@ -37,10 +37,11 @@ def step(X: torch.Tensor, y: torch.Tensor, W: list[torch.Tensor], alpha: float, 
     loss = err.abs().mean() if log else None
     delta = err.mul_(a[-1]).mul_(1 - a[-1])
     for layer in reversed(range(len(W))):
-        # The next delta first: it needs W[layer] before this iteration's update, which addmm_
-        # then applies in one call (W += alpha * a.T @ delta, no temporary for the gradient).
+        # The next delta first: it needs W[layer] before this iteration's update.
         below = (delta @ W[layer].T).mul_(a[layer]).mul_(1 - a[layer]) if layer > 0 else None
-        W[layer].addmm_(a[layer].T, delta, alpha=alpha)
+        # W += alpha * (a.T @ delta), rounded as the spec writes it (addmm_'s fused alpha rounds
+        # differently); alpha may be a 0-d tensor, so torch.compile need not specialise on it.
+        W[layer].add_((a[layer].T @ delta).mul_(alpha))
         delta = below
     return loss
 
