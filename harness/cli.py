@@ -247,7 +247,10 @@ def cmd_bench(args) -> int:
     results.write_machine(directory, fingerprint(extra))
     plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
     start = time.monotonic()
-    path = bench.sweep(plan, log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)
+    try:
+        path = bench.sweep(plan, log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)
+    except OSError as exc:  # disk full, folder removed under us: finished points are already on disk
+        raise UsageError(f"cannot write results under {directory}: {exc.strerror or exc}") from None
     print(f"results: {path} ({time.monotonic() - start:.0f} s)")
     if not args.no_plots:
         return cmd_plot(argparse.Namespace(results=args.out))

@@ -132,6 +132,9 @@ def apply_threads(module, threads: int) -> None:
 
 
 def _serve(conn, backend: str, threads: int | None) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
     try:
         runner = _Runner(backend, threads)
     except Exception as exc:

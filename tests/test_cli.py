@@ -48,9 +48,9 @@ def test_list_names_every_backend_with_a_reason(capsys, fakes):
 
 
 def test_validate_passes_for_good_and_fails_for_a_wrong_backend(capsys, fakes):
-    assert main(["validate", "--backends", "numpy,fake-good", "--quick"]) == 0
+    assert main(["validate", "--backends", "fake-good", "--quick"]) == 0
     assert "all available backends agree" in capsys.readouterr().out
-    assert main(["validate", "--backends", "numpy,fake-wrong", "--quick"]) == 1
+    assert main(["validate", "--backends", "fake-wrong", "--quick"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "fake-wrong" in out
 

@@ -1,0 +1,193 @@
+"""The floor: the least time one training iteration can take on this machine, from measured ceilings.
+
+Method (docs/performance.md discusses it with the numbers):
+
+1. ``measure_ceilings`` times three small calibrated Numba kernels (``nogil``), each on one thread
+   and on all threads (the same kernel started in ``threads`` Python threads at once, one private
+   buffer each), best of several repeats:
+   - ``sigmoid_per_s_<dtype>`` -- ``1/(1+exp(-z))`` over an L1/L2-resident buffer with the same fast,
+     vectorised exp the Numba backends use (``backends._numba_kernels.fexp``), and
+     ``exp_per_s_<dtype>`` -- the exp alone. The sigmoid rate is the one the floor uses: the
+     division is as unavoidable as the exp.
+   - ``fma_per_s_<dtype>`` -- multiply-adds per second: 16 dependent ``x = x*c + d`` per element of an
+     L1-resident array; independent elements give the out-of-order core enough chains to reach
+     the FMA ports' peak, with no memory traffic in the way.
+   - ``bytes_per_s`` -- memory bandwidth: a STREAM triad ``a = b + s*c`` over arrays far larger than
+     the last-level cache, counting 3 x itemsize bytes per element (the STREAM convention).
+   Keys ending ``_1t`` are one thread; the others are all ``threads`` threads together.
+
+2. ``floor_seconds`` is pure arithmetic on that dict. For a (N, D, H, O) iteration:
+   - compute: the unavoidable work is N*(H+O) sigmoids and about 2*N*H*(D+O) multiply-adds
+     (forward X@W0 and a1@W1: N*H*(D+O); backward d2@W1.T, a1.T@d2, X.T@d1: N*H*(D+2O), rounded
+     to the same count), and the two share the floating-point ports, so the times add:
+     t_compute = N*(H+O)/sigmoid_rate + 2*N*H*(D+O)/fma_rate.
+   - memory: the fewest bytes are X and y read once and each weight matrix read and written once:
+     itemsize * (N*(D+O) + 2*(D*H + H*O)); t_memory = bytes / bandwidth. (Activations need never
+     leave the cache when the loop is fused per row tile, so they are not counted.)
+   - floor = max(t_compute, t_memory).
+
+The floor is optimistic on purpose (perfect overlap, no loop or reduction overhead): a backend
+within 2x of it is close to what this machine can do. This module imports Numba (to measure);
+``floor_seconds`` touches only the dict.
+"""
+
+from __future__ import annotations
+
+import time
+
+DTYPE_BYTES = {"float64": 8, "float32": 4}
+
+_kernels = None
+
+
+def _build():
+    """Compile the measuring kernels once (lazily: importing this module compiles nothing)."""
+    global _kernels
+    if _kernels is not None:
+        return _kernels
+    import numpy as np
+    from numba import njit
+
+    # The fast exp the backends use: the shared compiled-kernel library, not a backend module.
+    from backends._numba_kernels import KERNEL_FM, fexp
+
+    @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
+    def sigmoid(buf, src, reps, one):
+        for _ in range(reps):
+            for i in range(buf.size):
+                buf[i] = one / (one + fexp(-src[i]))
+
+    @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
+    def exp(buf, src, reps, one):
+        for _ in range(reps):
+            for i in range(buf.size):
+                buf[i] = fexp(-src[i])
+
+    @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
+    def fma16(buf, reps, c, d):
+        for _ in range(reps):
+            for i in range(buf.size):
+                x = buf[i]
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                x = x * c + d
+                buf[i] = x
+
+    @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
+    def triad(a, b, c, s, lo, hi):
+        for i in range(lo, hi):
+            a[i] = b[i] + s * c[i]
+
+    _kernels = dict(np=np, sigmoid=sigmoid, exp=exp, fma16=fma16, triad=triad)
+    return _kernels
+
+
+def _on_threads(fns):
+    """Run the nogil kernels ``fns`` (one per thread) at once; returns when all are done."""
+    import threading
+
+    workers = [threading.Thread(target=f) for f in fns]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def _best(fn, seconds: float, repeats_min: int = 3) -> float:
+    """Best wall time of ``fn()`` over repeats filling about ``seconds`` (at least repeats_min)."""
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    n = 0
+    while n < repeats_min or time.perf_counter() < deadline:
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+        n += 1
+    return best
+
+
+def measure_ceilings(seconds_budget: float = 2.0) -> dict:
+    """Measure sigmoid/exp, multiply-add and memory-bandwidth ceilings here (see module doc)."""
+    import numba
+
+    k = _build()
+    np = k["np"]
+    threads = numba.get_num_threads()
+    # 12 compute measurements and 2 bandwidth ones (counted double) share the budget
+    slot = max(seconds_budget, 0.2) / 16
+    out: dict = {"threads": threads, "method": "see harness/floor.py"}
+    elems = 4096  # 32 KiB of float64: L1-resident
+    for dtype in ("float64", "float32"):
+        t = np.dtype(dtype).type
+        one = t(1)
+        src = np.linspace(-8, 8, elems).astype(dtype)
+        bufs = np.empty((threads, elems), dtype)
+        reps = 10  # ~0.1 ms a call: many calls per slot, so the best one is an undisturbed one
+        for name in ("sigmoid", "exp"):
+            kern = k[name]
+            kern(bufs[0], src, 1, one)
+            calls = [lambda b=b: kern(b, src, reps, one) for b in bufs]
+            out[f"{name}_per_s_{dtype}_1t"] = elems * reps / _best(calls[0], slot)
+            out[f"{name}_per_s_{dtype}"] = threads * elems * reps / _best(lambda: _on_threads(calls), slot)
+        c, d = t(0.5), t(0.25)  # x -> 0.5x + 0.25 converges to 0.5: no overflow, no subnormals
+        fbufs = np.full((threads, 1024), 0.5, dtype)
+        reps = 40
+        k["fma16"](fbufs[0], 1, c, d)
+        calls = [lambda b=b: k["fma16"](b, reps, c, d) for b in fbufs]
+        out[f"fma_per_s_{dtype}_1t"] = 16 * 1024 * reps / _best(calls[0], slot)
+        out[f"fma_per_s_{dtype}"] = threads * 16 * 1024 * reps / _best(lambda: _on_threads(calls), slot)
+    n = 8 << 20  # 3 arrays x 64 MiB: well past the 48 MiB L3 here
+    a, b, c = np.zeros(n), np.ones(n), np.ones(n)
+    k["triad"](a, b, c, 3.0, 0, 1024)
+    parts = [lambda lo=lo: k["triad"](a, b, c, 3.0, lo * n // threads, (lo + 1) * n // threads) for lo in range(threads)]
+    out["bytes_per_s_1t"] = 24 * n / _best(lambda: k["triad"](a, b, c, 3.0, 0, n), 2 * slot)
+    out["bytes_per_s"] = 24 * n / _best(lambda: _on_threads(parts), 2 * slot)
+    return out
+
+
+def floor_parts(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=False) -> dict:
+    """The floor's ingredients: work counts, bytes and the compute / memory times (pure arithmetic)."""
+    sfx = "_1t" if one_thread else ""
+    N, H, D, O = batch, hidden, inputs, outputs
+    sigmoids = N * (H + O)
+    macs = 2 * N * H * (D + O)
+    nbytes = DTYPE_BYTES[dtype] * (N * (D + O) + 2 * (D * H + H * O))
+    t_compute = sigmoids / ceilings[f"sigmoid_per_s_{dtype}{sfx}"] + macs / ceilings[f"fma_per_s_{dtype}{sfx}"]
+    t_memory = nbytes / ceilings[f"bytes_per_s{sfx}"]
+    return {
+        "sigmoids": sigmoids, "macs": macs, "bytes": nbytes,
+        "compute_s": t_compute, "memory_s": t_memory, "floor_s": max(t_compute, t_memory),
+    }
+
+
+def floor_seconds(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=False) -> float:
+    """Least seconds one training iteration can take: max(compute time, memory time).
+
+    ``one_thread=True`` uses the single-thread ceilings (the floor for a serial backend);
+    the default uses all threads (the floor for the machine).
+    """
+    return floor_parts(batch, hidden, dtype, ceilings, inputs, outputs, one_thread)["floor_s"]
+
+
+if __name__ == "__main__":
+    import json
+
+    ceil = measure_ceilings()
+    print(json.dumps({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in ceil.items()}, indent=1))
+    for n, h in ((4, 4), (4096, 1024), (65536, 4096)):
+        for dt in ("float64", "float32"):
+            print(f"N={n} H={h} {dt}: floor {floor_seconds(n, h, dt, ceil) * 1e3:.4f} ms (all threads), "
+                  f"{floor_seconds(n, h, dt, ceil, one_thread=True) * 1e3:.4f} ms (one thread)")
