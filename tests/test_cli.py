@@ -150,3 +150,19 @@ def test_import_benchmark_json_into_the_results_table(tmp_path, capsys):
     source.write_text("[1, 2")
     assert main(["import-benchmark", str(source)]) == 2
     assert "not a pytest-benchmark JSON" in capsys.readouterr().err
+
+
+def test_a_full_disk_during_a_sweep_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from harness import results
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results, "append_rows", full)
+    args = ["bench", "--out", str(tmp_path), "--machine", "m", "--backends", "numpy", "--batch", "4", "--hidden", "4",
+            "--preset", "quick", "--no-progress", "--no-plots"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot write results") and "No space left" in err[-1]
