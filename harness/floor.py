@@ -34,6 +34,7 @@ within 2x of it is close to what this machine can do. This module imports Numba 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 DTYPE_BYTES = {"float64": 8, "float32": 4}
 
@@ -139,20 +140,23 @@ def measure_ceilings(seconds_budget: float = 2.0) -> dict:
         for name in ("sigmoid", "exp"):
             kern = k[name]
             kern(bufs[0], src, 1, one)
-            calls = [lambda b=b: kern(b, src, reps, one) for b in bufs]
+            calls = [partial(kern, b, src, reps, one) for b in bufs]
             out[f"{name}_per_s_{dtype}_1t"] = elems * reps / _best(calls[0], slot)
-            out[f"{name}_per_s_{dtype}"] = threads * elems * reps / _best(lambda: _on_threads(calls), slot)
+            out[f"{name}_per_s_{dtype}"] = threads * elems * reps / _best(partial(_on_threads, calls), slot)
         c, d = t(0.5), t(0.25)  # x -> 0.5x + 0.25 converges to 0.5: no overflow, no subnormals
         fbufs = np.full((threads, 1024), 0.5, dtype)
         reps = 40
         k["fma16"](fbufs[0], 1, c, d)
-        calls = [lambda b=b: k["fma16"](b, reps, c, d) for b in fbufs]
+        calls = [partial(k["fma16"], b, reps, c, d) for b in fbufs]
         out[f"fma_per_s_{dtype}_1t"] = 16 * 1024 * reps / _best(calls[0], slot)
-        out[f"fma_per_s_{dtype}"] = threads * 16 * 1024 * reps / _best(lambda: _on_threads(calls), slot)
+        out[f"fma_per_s_{dtype}"] = threads * 16 * 1024 * reps / _best(partial(_on_threads, calls), slot)
     n = 8 << 20  # 3 arrays x 64 MiB: well past the 48 MiB L3 here
     a, b, c = np.zeros(n), np.ones(n), np.ones(n)
     k["triad"](a, b, c, 3.0, 0, 1024)
-    parts = [lambda lo=lo: k["triad"](a, b, c, 3.0, lo * n // threads, (lo + 1) * n // threads) for lo in range(threads)]
+    parts = [
+        lambda lo=lo: k["triad"](a, b, c, 3.0, lo * n // threads, (lo + 1) * n // threads)
+        for lo in range(threads)
+    ]
     out["bytes_per_s_1t"] = 24 * n / _best(lambda: k["triad"](a, b, c, 3.0, 0, n), 2 * slot)
     out["bytes_per_s"] = 24 * n / _best(lambda: _on_threads(parts), 2 * slot)
     return out
@@ -161,15 +165,21 @@ def measure_ceilings(seconds_budget: float = 2.0) -> dict:
 def floor_parts(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=False) -> dict:
     """The floor's ingredients: work counts, bytes and the compute / memory times (pure arithmetic)."""
     sfx = "_1t" if one_thread else ""
-    N, H, D, O = batch, hidden, inputs, outputs
+    N, H, D, O = batch, hidden, inputs, outputs  # noqa: E741
     sigmoids = N * (H + O)
     macs = 2 * N * H * (D + O)
     nbytes = DTYPE_BYTES[dtype] * (N * (D + O) + 2 * (D * H + H * O))
-    t_compute = sigmoids / ceilings[f"sigmoid_per_s_{dtype}{sfx}"] + macs / ceilings[f"fma_per_s_{dtype}{sfx}"]
+    t_compute = (
+        sigmoids / ceilings[f"sigmoid_per_s_{dtype}{sfx}"] + macs / ceilings[f"fma_per_s_{dtype}{sfx}"]
+    )
     t_memory = nbytes / ceilings[f"bytes_per_s{sfx}"]
     return {
-        "sigmoids": sigmoids, "macs": macs, "bytes": nbytes,
-        "compute_s": t_compute, "memory_s": t_memory, "floor_s": max(t_compute, t_memory),
+        "sigmoids": sigmoids,
+        "macs": macs,
+        "bytes": nbytes,
+        "compute_s": t_compute,
+        "memory_s": t_memory,
+        "floor_s": max(t_compute, t_memory),
     }
 
 
@@ -189,5 +199,7 @@ if __name__ == "__main__":
     print(json.dumps({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in ceil.items()}, indent=1))
     for n, h in ((4, 4), (4096, 1024), (65536, 4096)):
         for dt in ("float64", "float32"):
-            print(f"N={n} H={h} {dt}: floor {floor_seconds(n, h, dt, ceil) * 1e3:.4f} ms (all threads), "
-                  f"{floor_seconds(n, h, dt, ceil, one_thread=True) * 1e3:.4f} ms (one thread)")
+            print(
+                f"N={n} H={h} {dt}: floor {floor_seconds(n, h, dt, ceil) * 1e3:.4f} ms (all threads), "
+                f"{floor_seconds(n, h, dt, ceil, one_thread=True) * 1e3:.4f} ms (one thread)"
+            )
