@@ -49,7 +49,7 @@ PRESETS = {
 }
 SEED = 2024
 MAX_ITERATIONS = 1 << 20
-UNSTABLE_SPREAD = 0.10  # warn when (max - min) / median of the repeats exceeds this (as pyperf does)
+UNSTABLE_SPREAD = 0.10  # warn when stdev / mean of the repeats exceeds this (pyperf's rule)
 
 
 @dataclass
@@ -266,11 +266,10 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         for r, t in enumerate(timings[backend]):
             rows.append(_row(plan, backend, dtype, batch, hidden, commit, repeat=r, seconds=t["seconds"],
                              seconds_e2e=t["seconds_e2e"], status="ok", validated=True, **common))  # fmt: skip
-        median = statistics.median(seconds)
-        spread = (max(seconds) - min(seconds)) / median if median > 0 else 0.0
+        spread = statistics.stdev(seconds) / statistics.fmean(seconds) if len(seconds) > 1 else 0.0
         if spread > UNSTABLE_SPREAD:
-            log(f"warning: {backend} at {point_key} is unstable: repeats spread {spread:.0%} of the median "
-                f"({min(seconds):.3g}..{max(seconds):.3g} s); the machine may be busy")  # fmt: skip
+            log(f"warning: {backend} at {point_key} is unstable: stdev {spread:.0%} of the mean over "
+                f"{len(seconds)} repeats ({min(seconds):.3g}..{max(seconds):.3g} s); the machine may be busy")  # fmt: skip
     return rows
 
 
