@@ -241,7 +241,7 @@ def cmd_bench(args) -> int:
     try:
         from harness.floor import measure_ceilings
 
-        extra["ceilings"] = measure_ceilings()
+        extra["ceilings"] = measure_ceilings(seconds_budget=3.0)
     except ImportError as exc:
         print(f"note: floor ceilings not measured ({exc})", file=sys.stderr)
     results.write_machine(directory, fingerprint(extra))

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from harness import bench, results
 from harness.bench import Plan, Preset, sweep
