@@ -44,7 +44,7 @@ class Preset:
 POWERS_OF_4 = tuple(4**k for k in range(1, 9))  # 4 .. 65536
 PRESETS = {
     "quick": Preset((4, 64, 1024, 16384), (4, 64, 1024), ("float64",), 3, 0.01, 3.0, 45.0, 4),
-    "default": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64",), 5, 0.05, 25.0, 540.0),
+    "default": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64",), 5, 0.05, 25.0, 500.0),
     "full": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64", "float32"), 7, 0.2, 120.0, 4 * 3600.0),
 }
 SEED = 2024
