@@ -6,7 +6,9 @@ Timing discipline (see README, "How a point is measured"):
 - the validation run is compared with the float64 NumPy reference before anything is timed;
 - T (iterations per timed run) is calibrated per backend and point so one run lasts ``min_time``;
 - R repeats, each from fresh initial weights (the copy is not in ``seconds``), with the order of
-  backends shuffled in every round so machine drift does not favour one of them;
+  backends shuffled in every round so machine drift does not favour one of them; runs longer
+  than LONG_RUN seconds get LONG_REPEATS repeats (at least 3), which keeps the largest points
+  of the grid within budget;
 - a point predicted to exceed the per-point budget or the memory at hand is skipped with a reason.
 """
 
@@ -43,13 +45,15 @@ class Preset:
 
 POWERS_OF_4 = tuple(4**k for k in range(1, 9))  # 4 .. 65536
 PRESETS = {
-    "quick": Preset((4, 64, 1024, 16384), (4, 64, 1024), ("float64",), 3, 0.01, 3.0, 45.0, 4),
+    "quick": Preset((4, 256, 16384), (4, 256), ("float64",), 3, 0.01, 3.0, 30.0, 4),
     "default": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64",), 5, 0.05, 25.0, 500.0),
     "full": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64", "float32"), 7, 0.2, 120.0, 4 * 3600.0),
 }
 SEED = 2024
 MAX_ITERATIONS = 1 << 20
 UNSTABLE_SPREAD = 0.10  # stdev / mean of the repeats above this is unstable (pyperf's rule) ...
+LONG_RUN = 1.0  # seconds: a timed run this long gets ...
+LONG_REPEATS = 3  # ... this many repeats instead of the preset's (when that is more)
 LOUD_SPREAD = 0.25  # ... and above this it is reported point by point, not only counted
 
 
@@ -211,7 +215,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         guess = predictor.predict(backend, dtype, work)
         if guess:
             per_iteration, from_work = guess
-            cost = per_iteration * (validate_iterations + 3 + preset.repeats)
+            cost = per_iteration * (validate_iterations + 1 + repeats_for(preset, per_iteration))
             if cost > preset.point_budget:
                 skip(
                     backend, "skipped",
@@ -246,8 +250,9 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
     # Repeats, interleaved: every round runs each backend once, in a fresh random order.
     timings: dict[str, list[dict]] = {b: [] for b, _ in active}
     failed: dict[str, dict] = {}
-    for _ in range(preset.repeats):
-        order = [b for b, _ in active if b not in failed]
+    wanted = {b: repeats_for(preset, info["iterations"] * info["seconds_per_iteration"]) for b, info in active}
+    for round_ in range(max(wanted.values(), default=0)):
+        order = [b for b, _ in active if b not in failed and round_ < wanted[b]]
         plan.rng.shuffle(order)
         for backend in order:
             info = dict(active)[backend]
@@ -280,6 +285,11 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
             log(f"warning: {backend} at {point_key} is unstable: stdev {spread:.0%} of the mean over "
                 f"{len(seconds)} repeats ({min(seconds):.3g}..{max(seconds):.3g} s); the machine may be busy")  # fmt: skip
     return rows
+
+
+def repeats_for(preset: Preset, run_seconds: float) -> int:
+    """Repeats of one timed run: the preset's, or LONG_REPEATS for runs longer than LONG_RUN."""
+    return min(preset.repeats, LONG_REPEATS) if run_seconds > LONG_RUN else preset.repeats
 
 
 def _log_every(iterations: int) -> int:

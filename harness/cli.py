@@ -236,12 +236,18 @@ def cmd_bench(args) -> int:
     except results.ResultsError as exc:
         raise UsageError(f"{exc}; fix or remove it first") from None
 
+    import signal
+
+    def terminate(signum, frame):  # SIGTERM stops the sweep as Ctrl-C does: workers closed, rows kept
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     preset = bench.custom_preset(bench.PRESETS[args.preset], args.batch, args.hidden, args.dtype)
     extra = {"machine": machine, "preset": args.preset, "threads_requested": args.threads or os.cpu_count()}
     try:
         from harness.floor import measure_ceilings
 
-        extra["ceilings"] = measure_ceilings(seconds_budget=3.0)
+        extra["ceilings"] = measure_ceilings(seconds_budget=1.0 if args.preset == "quick" else 3.0)
     except ImportError as exc:
         print(f"note: floor ceilings not measured ({exc})", file=sys.stderr)
     results.write_machine(directory, fingerprint(extra))

@@ -94,7 +94,9 @@ class _Runner:
         # Calibrate: one iteration tells the cost; raise T until one timed run lasts min_time.
         one, _, _ = self.timed_run(1)
         iterations = max(1, min(point.max_iterations, math.ceil(point.min_time / max(one, 1e-9))))
-        seconds, _, _ = self.timed_run(iterations)  # also the warm-up at the final T
+        seconds = one
+        if iterations > 1:  # (at T = 1 the run above was already the warm-up at the final T)
+            seconds, _, _ = self.timed_run(iterations)
         while seconds < point.min_time and iterations < point.max_iterations:
             iterations = min(point.max_iterations, iterations * 2)
             seconds, _, _ = self.timed_run(iterations)
