@@ -88,13 +88,14 @@ class Predictor:
     """Predicts seconds per iteration of a backend at a new point from its largest smaller point."""
 
     def __init__(self) -> None:
-        self.seen: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        self.seen: dict[tuple[str, str], dict[int, float]] = {}
 
     def add(self, backend: str, dtype: str, work: int, seconds_per_iteration: float) -> None:
-        self.seen.setdefault((backend, dtype), []).append((work, seconds_per_iteration))
+        """Record (or replace: the repeats' median supersedes the calibration's estimate)."""
+        self.seen.setdefault((backend, dtype), {})[work] = seconds_per_iteration
 
     def predict(self, backend: str, dtype: str, work: int) -> tuple[float, int] | None:
-        below = [(w, s) for w, s in self.seen.get((backend, dtype), []) if w <= work]
+        below = [(w, s) for w, s in self.seen.get((backend, dtype), {}).items() if w <= work]
         if not below:
             return None
         w, s = max(below)
@@ -215,7 +216,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         guess = predictor.predict(backend, dtype, work)
         if guess:
             per_iteration, from_work = guess
-            cost = per_iteration * (validate_iterations + 1 + repeats_for(preset, per_iteration))
+            cost = per_iteration * (validate_iterations + 2 + repeats_for(preset, per_iteration))
             if cost > preset.point_budget:
                 skip(
                     backend, "skipped",
@@ -275,6 +276,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
             skip(backend, reply["status"], reply.get("reason", ""), **common)
             continue
         seconds = [t["seconds"] for t in timings[backend]]
+        predictor.add(backend, dtype, work, statistics.median(seconds) / info["iterations"])
         for r, t in enumerate(timings[backend]):
             rows.append(_row(plan, backend, dtype, batch, hidden, commit, repeat=r, seconds=t["seconds"],
                              seconds_e2e=t["seconds_e2e"], status="ok", validated=True, **common))  # fmt: skip

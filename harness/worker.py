@@ -91,11 +91,14 @@ class _Runner:
                 "compile_seconds": first_call,
                 "max_rel_error": error,
             }
-        # Calibrate: one iteration tells the cost; raise T until one timed run lasts min_time.
+        # Calibrate: one iteration tells the cost; raise T until one timed run lasts min_time. The
+        # first short run is a warm-up: the timed path (log_every = 0) may compile a variant of
+        # its own (JAX specialises on the number of logged losses).
+        self.timed_run(1)
         one, _, _ = self.timed_run(1)
         iterations = max(1, min(point.max_iterations, math.ceil(point.min_time / max(one, 1e-9))))
         seconds = one
-        if iterations > 1:  # (at T = 1 the run above was already the warm-up at the final T)
+        if iterations > 1:
             seconds, _, _ = self.timed_run(iterations)
         while seconds < point.min_time and iterations < point.max_iterations:
             iterations = min(point.max_iterations, iterations * 2)

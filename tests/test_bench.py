@@ -68,6 +68,15 @@ def test_a_backend_too_slow_for_the_budget_is_predicted_and_skipped(tmp_path, fa
     assert "predicted" in by_batch.loc[256, "reason"] and "budget" in by_batch.loc[256, "reason"]
 
 
+def test_compilation_on_the_timed_path_does_not_poison_the_budget_prediction(tmp_path, fakes):
+    """A JIT that compiles again for the timed (unlogged) path must not be timed as one iteration."""
+    preset = Preset((1, 2, 64), (4,), ("float64",), 2, 0.001, 4.0, 60.0, 2)
+    frame = run_sweep(tmp_path, ["fake-compiles"], preset)
+    assert set(frame["status"]) == {"ok"}, frame[["batch", "status", "reason"]]
+    ok = frame.assign(per_iteration=frame["seconds"] / frame["iterations"])
+    assert (ok["per_iteration"] < 0.1).all()
+
+
 def test_memory_estimate_skips_points_that_cannot_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bytes_needed", lambda *a: float(1 << 60))
     frame = run_sweep(tmp_path, ["numpy"], Preset((4,), (4,), ("float64",), 1, 0.001, 5.0, 60.0, 2))

@@ -14,6 +14,7 @@ FAKES = {
     "fake-nan": "tests.fakes.nan",
     "fake-hog": "tests.fakes.hog",
     "fake-unavailable": "tests.fakes.unavailable",
+    "fake-compiles": "tests.fakes.compiles",
 }
 
 
