@@ -52,7 +52,7 @@ PRESETS = {
 SEED = 2024
 MAX_ITERATIONS = 1 << 20
 UNSTABLE_SPREAD = 0.10  # stdev / mean of the repeats above this is unstable (pyperf's rule) ...
-LONG_RUN = 1.0  # seconds: a timed run this long gets ...
+LONG_RUN = 0.25  # seconds: a timed run longer than this gets ...
 LONG_REPEATS = 3  # ... this many repeats instead of the preset's (when that is more)
 LOUD_SPREAD = 0.25  # ... and above this it is reported point by point, not only counted
 
@@ -190,10 +190,11 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
     active: list[tuple[str, dict]] = []
     reference = None
     point_key = f"{dtype} N={batch} H={hidden}"
-    # Validation runs a few iterations at small points and two from N*H = 2^15 up: the second
-    # iteration already runs on updated weights, and a slow backend (pure Python) would otherwise
-    # spend more time validating than being timed.
-    validate_iterations = max(2, min(preset.validate_iterations, (1 << 16) // work))
+    # Validation runs a few iterations at small points, two from N*H = 2^15 up (the second already
+    # runs on updated weights; a slow backend would otherwise spend more time validating than
+    # being timed) and one from 2^24 up, where the NumPy reference alone takes seconds per
+    # iteration and the same code paths were validated over two iterations at smaller points.
+    validate_iterations = 1 if work >= 1 << 24 else max(2, min(preset.validate_iterations, (1 << 16) // work))
 
     def skip(backend: str, status: str, reason: str, **extra) -> None:
         rows.append(_row(plan, backend, dtype, batch, hidden, commit, status=status, reason=reason, **extra))
