@@ -52,7 +52,6 @@ def make_state(problem: Problem, nchunks: int, name: str) -> dict:
     else:
         W0 = np.array(problem.weights[0], order="C", copy=True)
         W1t = np.array(problem.weights[1].T, order="C", copy=True)  # (O x H), always a fresh copy
-        W0 = W0.copy()
         D, H = W0.shape
         O = W1t.shape[0]  # noqa: E741
         T, cols = K.tile_layout(N, H)
