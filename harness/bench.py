@@ -15,7 +15,6 @@ Timing discipline (see README, "How a point is measured"):
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import statistics
 import time
@@ -23,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+
+import psutil
 
 import backends
 from harness import results
@@ -148,10 +149,7 @@ def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True)
     todo = [(p, b) for p, b in cells if (b, *p) not in done]
     if len(todo) < len(cells):
         log(f"resume: {len(cells) - len(todo)} of {len(cells)} backend-points already in {path} for commit {commit}; skipping them")
-    unavailable = {b: backends.availability(b) for b in plan.backends}
-    for b, why in unavailable.items():
-        if why:
-            log(f"{b}: unavailable ({why}); recorded as skipped")
+    unavailable: dict[str, str] = {}  # backend -> reason, as its worker reported at start
 
     predictor = Predictor()
     workers: dict[str, Worker] = {}
@@ -187,7 +185,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
     preset = plan.preset
     work = batch * hidden
     rows: list[dict] = []
-    active: list[tuple[str, dict]] = []
+    active: dict[str, dict] = {}  # backend -> its calibration reply, in the order they ran
     reference = None
     point_key = f"{dtype} N={batch} H={hidden}"
     # Validation runs a few iterations at small points, two from N*H = 2^15 up (the second already
@@ -200,18 +198,13 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         rows.append(_row(plan, backend, dtype, batch, hidden, commit, status=status, reason=reason, **extra))
 
     for backend in pending:
-        if unavailable[backend]:
+        if backend in unavailable:
             skip(backend, "skipped", f"unavailable: {unavailable[backend]}")
             continue
         if time.monotonic() - started > preset.total_budget:
             skip(backend, "skipped", f"sweep time budget of {preset.total_budget:.0f} s used up")
             continue
-        try:
-            import psutil
-
-            free = psutil.virtual_memory().available
-        except ImportError:
-            free = math.inf
+        free = psutil.virtual_memory().available
         need = bytes_needed(backend, dtype, batch, hidden)
         if need > 0.7 * free:
             skip(backend, "skipped", f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available")
@@ -227,16 +220,22 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
                     f"> point budget {preset.point_budget:.0f} s",
                 )  # fmt: skip
                 continue
-        if reference is None:
-            validate_problem = scaled(batch, hidden, "float64", plan.seed)
-            reference = reference_result(validate_problem, validate_iterations, _log_every(validate_iterations))
         worker = workers.get(backend)
         if worker is None or not worker.alive:
             worker = workers[backend] = Worker(backend, plan.threads, start_timeout=max(plan.timeout, 120.0))
-            if worker.ready.get("status") != "ready":
-                skip(backend, worker.ready.get("status", "failed"), worker.ready.get("reason", "worker did not start"))
+            ready = worker.ready
+            if ready.get("status") != "ready":
                 workers.pop(backend).kill()
+                if ready.get("status") == "unavailable":
+                    unavailable[backend] = ready["reason"]
+                    log(f"{backend}: unavailable ({ready['reason']}); recorded as skipped")
+                    skip(backend, "skipped", f"unavailable: {ready['reason']}")
+                else:
+                    skip(backend, ready.get("status", "failed"), ready.get("reason", "worker did not start"))
                 continue
+        if reference is None:
+            validate_problem = scaled(batch, hidden, "float64", plan.seed)
+            reference = reference_result(validate_problem, validate_iterations, _log_every(validate_iterations))
         request = Point(
             backend, dtype, batch, hidden, plan.seed, validate_iterations, _log_every(validate_iterations),
             preset.min_time, MAX_ITERATIONS,
@@ -249,17 +248,17 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
                 workers.pop(backend, None)
             continue
         predictor.add(backend, dtype, work, reply["seconds_per_iteration"])
-        active.append((backend, reply))
+        active[backend] = reply
 
     # Repeats, interleaved: every round runs each backend once, in a fresh random order.
-    timings: dict[str, list[dict]] = {b: [] for b, _ in active}
+    timings: dict[str, list[dict]] = {b: [] for b in active}
     failed: dict[str, dict] = {}
-    wanted = {b: repeats_for(preset, info["iterations"] * info["seconds_per_iteration"]) for b, info in active}
+    wanted = {b: repeats_for(preset, info["iterations"] * info["seconds_per_iteration"]) for b, info in active.items()}
     for round_ in range(max(wanted.values(), default=0)):
-        order = [b for b, _ in active if b not in failed and round_ < wanted[b]]
+        order = [b for b in active if b not in failed and round_ < wanted[b]]
         plan.rng.shuffle(order)
         for backend in order:
-            info = dict(active)[backend]
+            info = active[backend]
             expected = info["iterations"] * info["seconds_per_iteration"]
             reply = workers[backend].call(("repeat",), timeout=max(plan.timeout, 20 * expected))
             if reply["status"] != "ok":
@@ -269,7 +268,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
                 continue
             timings[backend].append(reply)
 
-    for backend, info in active:
+    for backend, info in active.items():
         common = dict(
             iterations=info["iterations"], compile_seconds=info["compile_seconds"],
             max_rel_error=info["max_rel_error"], threads=info.get("threads") or "",

@@ -244,27 +244,27 @@ def cmd_bench(args) -> int:
     signal.signal(signal.SIGTERM, terminate)
     preset = bench.custom_preset(bench.PRESETS[args.preset], args.batch, args.hidden, args.dtype)
     extra = {"machine": machine, "preset": args.preset, "threads_requested": args.threads or os.cpu_count()}
+    seconds = 1.0 if args.preset == "quick" else 3.0  # for each measurement of the ceilings
     try:
         from harness.floor import measure_ceilings
 
-        extra["ceilings"] = measure_ceilings(seconds_budget=1.0 if args.preset == "quick" else 3.0)
+        extra["ceilings"] = measure_ceilings(seconds_budget=seconds)
     except ImportError as exc:
+        measure_ceilings = None
         print(f"note: floor ceilings not measured ({exc})", file=sys.stderr)
-    results.write_machine(directory, fingerprint(extra))
+    info = fingerprint(extra)
+    results.write_machine(directory, info)
     plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
     start = time.monotonic()
     try:
         path = bench.sweep(plan, log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)
     except OSError as exc:  # disk full, folder removed under us: finished points are already on disk
         raise UsageError(f"cannot write results under {directory}: {exc.strerror or exc}") from None
-    if "ceilings" in extra:  # measured again after the sweep; the best of both is the ceiling
-        from harness.floor import measure_ceilings
-
-        after = measure_ceilings(seconds_budget=1.0 if args.preset == "quick" else 3.0)
-        for key, value in after.items():
-            if key.endswith(("_1t", "_s_float64", "_s_float32", "bytes_per_s")):
-                extra["ceilings"][key] = max(value, extra["ceilings"].get(key, 0.0))
-        results.write_machine(directory, fingerprint(extra))
+    if measure_ceilings:  # measured again after the sweep; the better of the two is the ceiling
+        for key, value in measure_ceilings(seconds_budget=seconds).items():
+            if isinstance(value, float):
+                info["ceilings"][key] = max(value, info["ceilings"][key])
+        results.write_machine(directory, info)
     print(f"results: {path} ({time.monotonic() - start:.0f} s)")
     if not args.no_plots:
         return cmd_plot(argparse.Namespace(results=args.out))

@@ -42,10 +42,7 @@ class _Runner:
     def __init__(self, backend: str, threads: int | None):
         import backends
 
-        self.module = backends.load(backend)
-        reason = self.module.available()
-        if reason:
-            raise RuntimeError(f"unavailable: {reason}")
+        self.module = backends.load(backend)  # availability was checked by _serve
         if threads:
             apply_threads(self.module, threads)
         self.problem = None
@@ -140,6 +137,14 @@ def _serve(conn, backend: str, threads: int | None) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
+    import backends
+
+    # Checked here, not in the parent: the parent then never imports a backend's library (and
+    # torch-compile's trial compilation runs once, in the process that uses it).
+    why = backends.availability(backend)
+    if why:
+        conn.send({"status": "unavailable", "reason": why})
+        return
     try:
         runner = _Runner(backend, threads)
     except Exception as exc:
