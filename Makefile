@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 PRESET ?= default
 ARGS   ?=
 
-.PHONY: help venv test test-fast bench bench-quick plots validate list floor gpu-check lint clean
+.PHONY: help venv test bench bench-quick plots validate list floor cuda-ptx gpu-check gpu-bench lint clean
 
 help:
 	@echo "make bench        run the default sweep, store results/<machine>/ and draw plots"
@@ -16,7 +16,9 @@ help:
 	@echo "make test         agreement suite over every backend, harness tests (CUDA via simulator)"
 	@echo "make plots        redraw every figure from stored results only"
 	@echo "make validate     agreement table of every available backend"
-	@echo "make gpu-check    on a GPU machine with the packages preinstalled: validate + GPU bench"
+	@echo "make cuda-ptx     compile every CUDA kernel for real GPU architectures (no GPU needed)"
+	@echo "make gpu-check    on a GPU machine with the packages preinstalled: tests + validate"
+	@echo "make gpu-bench    on that machine: the GPU sweep into \$$OUT/<machine>/ (or results/)"
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -51,13 +53,23 @@ list: $(STAMP)
 floor: $(STAMP)
 	$(BIN)/python -m harness floor $(ARGS)
 
-# The GPU machine has numba, numba-cuda, cupy, torch, jax preinstalled and reaches no package
-# registry: run the repository in place, no venv.
+cuda-ptx: $(STAMP)
+	$(BIN)/python -m harness.cuda_ptx $(ARGS)
+
+# On a GPU machine that has numba, numba-cuda, cupy, torch and jax preinstalled and reaches no
+# package registry: run the repository in place (PYTHONPATH=., the machine's python3, no venv).
+# gpu-check: the agreement and CUDA suites on the real device, then `validate` (a few minutes).
+# gpu-bench: the GPU sweep (preset gpu: sized to finish within 10 minutes), results into
+# $(GPU_OUT)/<machine>/ (runs.csv, machine.json; plots are drawn back here with `make plots`).
+GPU_PY  ?= python3
+GPU_OUT ?= $(if $(OUT),$(OUT),results)
 gpu-check:
-	PYTHONPATH=. python3 -m harness list
-	PYTHONPATH=. python3 -m pytest -q -m "not slow" tests/test_agreement.py
-	PYTHONPATH=. python3 -m harness validate
-	PYTHONPATH=. python3 -m harness bench --preset $(PRESET) $(ARGS)
+	PYTHONPATH=. $(GPU_PY) -m harness list
+	NUMBA_ENABLE_CUDASIM=0 PYTHONPATH=. $(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_agreement.py tests/test_numba_cuda.py tests/test_peers.py $(ARGS)
+	PYTHONPATH=. $(GPU_PY) -m harness validate
+
+gpu-bench:
+	PYTHONPATH=. $(GPU_PY) -m harness bench --preset gpu --out $(GPU_OUT) --no-plots --no-progress $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -21,12 +21,17 @@ from __future__ import annotations
 import os
 from functools import partial
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import lax
+# On a GPU, JAX reserves 75% of the device's memory when it first touches it. The sweep keeps one
+# worker process per backend alive at once (numba-cuda, cupy and torch beside this one), so JAX
+# allocates on demand instead, unless the user chose otherwise.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from backends.base import Problem, TrainResult, check_dtype, n_logged
+import jax  # noqa: E402  (after the allocator setting above, which jax reads at import)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
+
+from backends.base import Problem, TrainResult, check_dtype, n_logged  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # process-global: see the module docstring
 

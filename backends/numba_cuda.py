@@ -26,6 +26,7 @@ threads: correct, but thousands of times slower (see ``SIMULATED``).
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from functools import cache, lru_cache
@@ -57,8 +58,13 @@ SIMULATOR_THREADS_PER_BLOCK = 8
 MULTI_THREADS_PER_BLOCK = 256
 MIN_CHUNK = 16
 MAX_CHUNKS = 1024
-#: Largest block any kernel is compiled for (its launch bound).
+#: Largest block the per-iteration kernels are compiled for (their launch bound).
 MAX_BLOCK = 1024
+#: Largest block of the persistent kernel, and its launch bound. A bound of 1024 caps a thread at
+#: 64 registers (65536 per SM / 1024), and the persistent kernel then spills (84 bytes per thread
+#: in float64 on sm_90, by ``python -m harness.cuda_ptx``); at 256 it needs no spill. The single
+#: path only runs problems small enough that 256 threads cover them in a few thousand steps.
+SINGLE_MAX_BLOCK = 256
 
 
 def available() -> str | None:
@@ -112,10 +118,21 @@ def device_properties() -> dict:
 
 # --- Kernels ------------------------------------------------------------------------------------
 
-# Every kernel may be launched with up to MAX_BLOCK threads, so tell the compiler (it then keeps
-# the register count within what a block that size can have). The simulator's jit has no
-# launch_bounds option.
-_kernel = cuda.jit if SIMULATED else cuda.jit(launch_bounds=MAX_BLOCK)
+
+def _kernel_decorator(bound: int):
+    """``cuda.jit`` with the launch bound ``bound`` where this numba-cuda supports one.
+
+    A kernel is launched with at most ``bound`` threads per block, and the compiler is told so (it
+    then keeps the register count within what a block that size can have). The simulator's jit has
+    no ``launch_bounds`` option, nor do older numba-cuda releases: plain ``cuda.jit`` there.
+    """
+    if SIMULATED or "launch_bounds" not in inspect.signature(cuda.jit).parameters:
+        return cuda.jit
+    return cuda.jit(launch_bounds=bound)
+
+
+_kernel = _kernel_decorator(MAX_BLOCK)
+_single_kernel = _kernel_decorator(SINGLE_MAX_BLOCK)
 
 
 def _nbtype(dtype: str):
@@ -247,11 +264,11 @@ def _single_kernels(dtype: str):
                 # them at the next logged iteration
                 cuda.syncthreads()
 
-    @_kernel
+    @_single_kernel
     def single2_global(X, y, W0, W1, a1, d1, d2, part, losses, N, D, H, O, alpha, iterations, log_every):
         train2(X, y, W0, W1, a1, d1, d2, part, losses, N, D, H, O, alpha, iterations, log_every)
 
-    @_kernel
+    @_single_kernel
     def single2_shared(X, y, W0, W1, losses, N, D, H, O, alpha, iterations, log_every):
         sm = cuda.shared.array(0, dtype=st)
         tid = cuda.threadIdx.x
@@ -283,11 +300,11 @@ def _single_kernels(dtype: str):
         for i in range(tid, H * O, T):
             W1[i] = sW1[i]
 
-    @_kernel
+    @_single_kernel
     def single1_global(X, y, W0, d, part, losses, N, D, O, alpha, iterations, log_every):
         train1(X, y, W0, d, part, losses, N, D, O, alpha, iterations, log_every)
 
-    @_kernel
+    @_single_kernel
     def single1_shared(X, y, W0, losses, N, D, O, alpha, iterations, log_every):
         sm = cuda.shared.array(0, dtype=st)
         tid = cuda.threadIdx.x
@@ -528,7 +545,7 @@ def single_block_threads(sizes: tuple[int, ...], batch: int, props: dict) -> int
     """Block size of the persistent kernel: enough threads for the widest phase, a warp multiple."""
     D, *hidden, O = sizes
     items = max(hidden[0], batch * O) if hidden else O
-    cap = _cap_threads(props)
+    cap = min(_cap_threads(props), SINGLE_MAX_BLOCK)
     return max(1, min(cap, _round_up(items, props["warp"])))
 
 

@@ -49,6 +49,10 @@ PRESETS = {
     "quick": Preset((4, 256, 16384), (4, 256), ("float64",), 3, 0.01, 3.0, 30.0, 4),
     "default": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64",), 5, 0.05, 45.0, 500.0),
     "full": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64", "float32"), 7, 0.2, 120.0, 4 * 3600.0),
+    # For a lent GPU machine (`make gpu-bench`): every batch size of the default grid, the hidden
+    # widths 4, 64, 1024 and 4096 (the corners and the largest point of the default grid), sized
+    # so that the whole command ends inside the device tool's 10-minute limit.
+    "gpu": Preset(POWERS_OF_4, (4, 64, 1024, 4096), ("float64",), 5, 0.05, 30.0, 400.0),
 }
 SEED = 2024
 MAX_ITERATIONS = 1 << 20

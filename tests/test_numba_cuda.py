@@ -234,6 +234,105 @@ def test_initial_weights_are_not_modified(path):
     assert all(np.array_equal(w, b) for w, b in zip(problem.weights, before))
 
 
+# --- launches: how many, and with which argument types ---------------------------------------------
+
+H100_LIKE = {
+    "max_threads_per_block": 1024,
+    "multiprocessors": 132,
+    "max_threads_per_sm": 2048,
+    "max_shared_per_block": 48 * 1024,
+    "warp": 32,
+}
+
+
+class LaunchLog:
+    """Stands in for the kernel tables: records each launch (kernel, argument types), then runs it."""
+
+    def __init__(self, monkeypatch):
+        self.launches: list[tuple[str, tuple[str, ...]]] = []
+        single, multi = nc._single_kernels, nc._multi_kernels
+        monkeypatch.setattr(nc, "_single_kernels", lambda *key: self.wrap(single(*key)))
+        monkeypatch.setattr(nc, "_multi_kernels", lambda *key: self.wrap(multi(*key)))
+
+    def wrap(self, kernels: dict) -> dict:
+        return {name: self.Kernel(self, name, kernel) for name, kernel in kernels.items()}
+
+    @staticmethod
+    def argtype(value) -> str:
+        import numba
+
+        if hasattr(value, "dtype") and hasattr(value, "ndim") and value.ndim:  # a device array
+            assert value.flags["C_CONTIGUOUS"]
+            return str(numba.types.Array(numba.from_dtype(value.dtype), value.ndim, "C"))
+        return str(numba.typeof(value))
+
+    class Kernel:
+        def __init__(self, log, name, kernel):
+            self.log, self.name, self.kernel = log, name, kernel
+
+        def __getitem__(self, config):
+            configured = self.kernel[config]
+
+            def launch(*args):
+                self.log.launches.append((self.name, tuple(LaunchLog.argtype(a) for a in args)))
+                return configured(*args)
+
+            return launch
+
+
+@needs_cuda
+@pytest.mark.parametrize("problem", [xor3, xor2], ids=["xor3", "xor2"])
+def test_seed_problem_is_one_launch_per_run(monkeypatch, problem):
+    """The whole run at the seed sizes is one kernel launch, with a real GPU's launch limits too."""
+    monkeypatch.setattr(nc, "device_properties", lambda: H100_LIKE)
+    log = LaunchLog(monkeypatch)
+    state = nc.prepare(problem())
+    assert state["path"] == "single" and state["threads"] == 32  # one warp covers 4 rows x 4 units
+    nc.run(state, 12, 4)
+    assert [name for name, _ in log.launches] == [f"single{len(problem().weights)}_shared"]
+    result = nc.fetch(state)
+    assert max_relative_error(result, reference_result(problem(), 12, 4)) <= TOLERANCE["float64"]
+
+
+@needs_cuda
+@pytest.mark.parametrize("layers", [1, 2])
+def test_multi_path_launch_sequence(monkeypatch, layers):
+    """Per iteration: forward (+ output when the hidden units are chunked), backward, update."""
+    monkeypatch.setattr(nc, "SINGLE_BLOCK_MAX_STEPS", 0)
+    monkeypatch.setattr(nc, "MIN_CHUNK", 2)
+    monkeypatch.setattr(nc, "device_properties", lambda: SMALL_DEVICE)
+    log = LaunchLog(monkeypatch)
+    state = nc.prepare(scaled(9, 6, seed=5, layers=layers))
+    nc.run(state, 3, 2)
+    if layers == 2:
+        assert state["hchunks"] > 1
+        per_iteration = ["forward", "output", "backward", "update"]
+    else:
+        per_iteration = ["forward1", "backward1", "update"]
+    assert [name for name, _ in log.launches] == per_iteration * 3
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_launch_argument_types_match_the_compiled_signatures(monkeypatch, dtype):
+    """harness.cuda_ptx compiles each kernel for real GPUs with these types: they must be the launched ones."""
+    from harness.cuda_ptx import signatures
+
+    expected = {name: tuple(str(t) for t in types) for name, types in signatures(dtype).items()}
+    log = LaunchLog(monkeypatch)
+    monkeypatch.setattr(nc, "MIN_CHUNK", 2)
+    monkeypatch.setattr(nc, "device_properties", lambda: SMALL_DEVICE)
+    for steps, shared in ((math.inf, 48 * 1024), (math.inf, 64), (0, 48 * 1024)):
+        monkeypatch.setattr(nc, "SINGLE_BLOCK_MAX_STEPS", steps)
+        monkeypatch.setattr(nc, "device_properties", lambda shared=shared: {**SMALL_DEVICE, "max_shared_per_block": shared})
+        for layers in (1, 2):
+            train(nc, scaled(9, 6, dtype, seed=5, layers=layers), 2, 1)
+    launched = dict(log.launches)
+    assert set(launched) == set(expected)  # every kernel was launched at least once
+    for name, types in log.launches:
+        assert types == expected[name], name
+
+
 # --- the published seed runs: full length ----------------------------------------------------------
 
 full_seed_run = pytest.mark.skipif(

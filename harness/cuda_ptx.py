@@ -1,0 +1,201 @@
+"""Compile every `numba-cuda` kernel for real NVIDIA architectures, on a machine without a GPU.
+
+The CUDA simulator that ``make test`` uses runs the kernels as Python threads: it checks what they
+compute, not that the real CUDA target accepts them. This module compiles them with the real
+toolchain -- NVVM to PTX, then nvJitLink's ptxas to machine code for each architecture -- and
+reports the registers, spills and stack frame of every kernel. It needs the
+CUDA toolchain wheels of ``numba-cuda[cu13]`` (a project dependency), neither a driver nor a GPU.
+
+    python -m harness.cuda_ptx                   # table for the default architectures
+    python -m harness.cuda_ptx --arch 9.0 --json
+
+Kernels are compiled for the argument types the backend launches them with (``signatures``; the
+simulator tests record the types of every real launch and compare them with this table), with
+the same launch bounds as the backend's decorators.
+"""
+
+# The sizes are named as in SPEC.md: D inputs, O outputs.
+# ruff: noqa: E741
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+
+#: Architectures checked by default: Turing (T4), Ampere (A100, RTX 30), Ada (L4, RTX 40),
+#: Hopper (H100, H200). CUDA 13's NVVM starts at sm_75.
+DEFAULT_ARCHS = ((7, 5), (8, 0), (8, 9), (9, 0))
+#: (D, O) specialisations of the per-iteration kernels: the seed/sweep shape and a wider one.
+DEFAULT_WIDTHS = ((3, 1), (5, 3))
+
+SINGLE = ("single2_shared", "single2_global", "single1_shared", "single1_global")
+MULTI = ("forward", "output", "backward", "forward1", "backward1", "update")
+
+
+def signatures(dtype: str) -> dict[str, tuple]:
+    """Numba argument types of each kernel, as ``backends.numba_cuda`` launches them."""
+    from numba import types as nt
+
+    f = nt.float64 if dtype == "float64" else nt.float32
+    a = nt.Array(f, 1, "C")  # X, y, weights, scratch: contiguous 1-D device arrays of the dtype
+    losses = nt.Array(nt.float64, 1, "C")  # the logged losses are float64 in both dtypes
+    i, b = nt.int64, nt.boolean
+    return {
+        # X, y, W0, W1, losses, N, D, H, O, alpha, iterations, log_every
+        "single2_shared": (a, a, a, a, losses, i, i, i, i, f, i, i),
+        # X, y, W0, W1, a1, d1, d2, part, losses, N, D, H, O, alpha, iterations, log_every
+        "single2_global": (a, a, a, a, a, a, a, a, losses, i, i, i, i, f, i, i),
+        # X, y, W0, losses, N, D, O, alpha, iterations, log_every
+        "single1_shared": (a, a, a, losses, i, i, i, f, i, i),
+        # X, y, W0, d, part, losses, N, D, O, alpha, iterations, log_every
+        "single1_global": (a, a, a, a, a, losses, i, i, i, f, i, i),
+        # X, y, W0, W1, zpart, d2, errpart, N, H, hchunk, logged
+        "forward": (a, a, a, a, a, a, a, i, i, i, b),
+        # y, zpart, d2, errpart, N, chunks, logged
+        "output": (a, a, a, a, i, i, b),
+        # X, W0, W1, d2, g0part, g1part, N, H, rchunk
+        "backward": (a, a, a, a, a, a, i, i, i),
+        # X, y, W0, d, errpart, N, logged
+        "forward1": (a, a, a, a, a, i, b),
+        # X, d, g0part, N, rchunk
+        "backward1": (a, a, a, i, i),
+        # W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, log_slot, count
+        "update": (a, a, a, a, i, i, f, a, i, losses, i, nt.float64),
+    }
+
+
+@contextlib.contextmanager
+def _target(cc: tuple[int, int]):
+    """Compile device functions for ``cc`` instead of asking the (absent) driver for the device's.
+
+    numba-cuda compiles a ``@cuda.jit(device=True)`` function for the current device's compute
+    capability, which needs a driver; here that lookup answers ``cc``. Only this module does this,
+    and only while compiling.
+    """
+    from numba.cuda import dispatcher
+
+    class Device:
+        compute_capability = cc
+
+    saved = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: Device
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = saved
+
+
+def _ptxas(ptx: str, cc: tuple[int, int]) -> str:
+    """nvJitLink's info log (ptxas's resource report) for ``ptx`` compiled to sm_<cc>."""
+    from cuda.bindings import nvjitlink
+
+    handle = nvjitlink.create(2, [f"-arch=sm_{cc[0]}{cc[1]}", "-verbose"])
+    try:
+        data = ptx.encode()
+        nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "kernel")
+        try:
+            nvjitlink.complete(handle)
+        except nvjitlink.nvJitLinkError as exc:
+            size = nvjitlink.get_error_log_size(handle)
+            log = bytearray(size)
+            nvjitlink.get_error_log(handle, log)
+            raise RuntimeError(f"ptxas failed for sm_{cc[0]}{cc[1]}: {log.decode(errors='replace').strip()}") from exc
+        size = nvjitlink.get_info_log_size(handle)
+        log = bytearray(size)
+        nvjitlink.get_info_log(handle, log)
+        return log.decode(errors="replace")
+    finally:
+        nvjitlink.destroy(handle)
+
+
+def _resources(log: str) -> dict:
+    """Registers, spills and stack frame from ptxas's lines of the log (not the linker's summary)."""
+
+    def number(pattern: str) -> int | None:
+        found = re.findall(pattern, log)
+        return int(found[-1]) if found else None
+
+    return {
+        "registers": number(r"ptxas info\s*: Used (\d+) registers"),
+        "spill_stores": number(r"(\d+) bytes spill stores"),
+        "spill_loads": number(r"(\d+) bytes spill loads"),
+        "stack": number(r"(\d+) bytes stack frame"),
+    }
+
+
+def compile_kernels(cc: tuple[int, int], dtype: str, D: int = 3, O: int = 1, names=None) -> list[dict]:
+    """Compile the kernels for sm_<cc>; one record per kernel with its ptxas resource report."""
+    from numba import cuda
+
+    from backends import numba_cuda as nc
+
+    if nc.SIMULATED:
+        raise RuntimeError("the CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1): compile in a process without it")
+    records = []
+    sigs = signatures(dtype)
+    with _target(cc):
+        # Fresh device functions for this architecture (numba caches them per argument types).
+        for factory in (nc._sigmoid, nc._single_kernels, nc._multi_kernels):
+            factory.cache_clear()
+        kernels = {**nc._single_kernels(dtype), **nc._multi_kernels(dtype, D, O)}
+        for name in names or (*SINGLE, *MULTI):
+            bound = nc.SINGLE_MAX_BLOCK if name in SINGLE else nc.MAX_BLOCK
+            ptx, _ = cuda.compile_ptx(kernels[name].py_func, sigs[name], cc=cc, launch_bounds=bound)
+            record = {"kernel": name, "dtype": dtype, "arch": f"sm_{cc[0]}{cc[1]}", "D": D, "O": O}
+            record.update(launch_bound=bound, **_resources(_ptxas(ptx, cc)))
+            records.append(record)
+        for factory in (nc._sigmoid, nc._single_kernels, nc._multi_kernels):
+            factory.cache_clear()
+    return records
+
+
+def _arch(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(?:sm_)?(\d+)\.?(\d)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not an architecture: {text!r} (e.g. 9.0 or sm_90)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.cuda_ptx", description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=_arch, action="append", help="e.g. 9.0 or sm_90 (repeatable)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), action="append")
+    parser.add_argument("--json", action="store_true", help="one JSON record per line")
+    args = parser.parse_args(argv)
+    if "numba" in sys.modules:
+        parser.exit(2, "error: numba was imported before harness.cuda_ptx could turn the simulator off\n")
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+    try:
+        from cuda.bindings import nvjitlink  # noqa: F401
+        from numba.cuda.cudadrv import nvvm
+
+        nvvm.NVVM()  # loads libnvvm: fails here, with its own message, when the wheels are missing
+    except Exception as exc:
+        parser.exit(2, f"error: the CUDA compiler libraries are not installed ({type(exc).__name__}: {exc}); "
+                       "pip install 'numba-cuda[cu13]'\n")  # fmt: skip
+    rows = []
+    for cc in args.arch or DEFAULT_ARCHS:
+        for dtype in args.dtype or ("float64", "float32"):
+            for D, O in DEFAULT_WIDTHS:
+                names = None if (D, O) == DEFAULT_WIDTHS[0] else MULTI  # single kernels take D, O as values
+                rows.extend(compile_kernels(cc, dtype, D, O, names))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    head = ("arch", "dtype", "D", "O", "kernel", "launch_bound", "registers", "spill_stores", "spill_loads", "stack")
+    width = {h: max(len(h), *(len(str(r[h])) for r in rows)) for h in head}
+    print("  ".join(f"{h:>{width[h]}}" for h in head))
+    for row in rows:
+        print("  ".join(f"{row[h]!s:>{width[h]}}" for h in head))
+    spilled = [r for r in rows if r["spill_stores"]]
+    print(f"{len(rows)} kernels compiled, {len(spilled)} of them spill registers to local memory")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
