@@ -20,8 +20,11 @@ from backends.base import Problem, TrainResult, n_logged
 DTYPES = numba_cpu.DTYPES
 DEVICE = "cpu"
 NAME = "numba-parallel"
-PARALLEL_MIN_WORK = 1 << 20  # N*H below this (< ~3 ms serial per iteration): a parallel region per
-# iteration, and a barrier that waits for the slowest thread on a shared 2-core machine, costs more than it saves
+# N*H below this: one parallel region (fork, barrier) per iteration costs more than it saves. Measured
+# on the idle 2-core machine (docs/performance.md, "Parallel"): break-even at 2^12 (~15 us serial per
+# iteration), 1.4-1.5x at 2^14 when the batch has several tiles, 1.5-2x from 2^16 on. (On a machine
+# whose other core is busy the barrier waits for a descheduled thread and parallel loses below ~2^20.)
+PARALLEL_MIN_WORK = 1 << 14
 
 
 def available() -> str | None:

@@ -107,7 +107,7 @@ LAYOUT_POINTS = [
     (1030, 3, 3, 1, "float32"),  # columns, partial tile
     (301, 61, 5, 2, "float64"),  # rows, general
     (257, 129, 3, 1, "float32"),  # rows, fast path, partial tile
-    (8200, 130, 3, 1, "float64"),  # rows, N*H >= 2^20: several chunks in numba-parallel
+    (8200, 130, 3, 1, "float64"),  # columns, N*H >= 2^20: several chunks in numba-parallel
     (32800, 33, 4, 3, "float64"),  # rows, general, several chunks
     (70000, 16, 3, 1, "float64"),  # columns, several chunks
 ]
@@ -179,3 +179,22 @@ def test_floor_is_pure_arithmetic():
     assert floor_seconds(4096, 1024, "float64", ceilings) == pytest.approx(compute)
     # a tiny hidden layer with a huge batch is memory bound
     assert floor_parts(1 << 24, 1, "float64", ceilings)["floor_s"] >= (1 << 24) * 4 * 8 / 1e10
+
+
+@pytest.mark.parametrize(
+    "batch,hidden,chunks",
+    [
+        (4, 4, 1),  # the seed size: serial kernel
+        (256, 16, 1),  # N*H = 2^12: below PARALLEL_MIN_WORK
+        (4, 4096, 1),  # N*H = 2^14 but one row tile: nothing to split
+        (1024, 16, 2),  # N*H = 2^14, two column tiles of 512 rows
+        (4096, 64, 4),  # several tiles: one chunk per thread
+    ],
+)
+def test_parallel_split(monkeypatch, batch, hidden, chunks):
+    """Where numba-parallel splits the batch, with 4 threads: from PARALLEL_MIN_WORK, one chunk per thread."""
+    from backends import numba_parallel
+
+    monkeypatch.setattr(numba_parallel, "threads", lambda: 4)
+    state = numba_parallel.prepare(scaled(batch, hidden))
+    assert state["nchunks"] == chunks
