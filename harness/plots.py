@@ -10,7 +10,7 @@ figure's footer with its status and reason, so no backend disappears without a w
 
 Figures per machine folder and dtype (in ``<machine>/plots/``): ``time_vs_batch``, ``time_vs_hidden``,
 ``speedup``, ``floor`` (needs ``harness.floor`` and a ``ceilings`` entry in machine.json) and one
-``compile`` figure; plus ``crossovers.csv``/``.md``. Across machine folders (in ``plots/``):
+``compile`` figure; plus ``crossovers.csv``/``.md`` and ``summary.md`` (``harness.summary``). Across machine folders (in ``plots/``):
 ``machines_<dtype>`` when there are two or more folders with data.
 """
 
@@ -706,6 +706,10 @@ def _plot_machine(name: str, frame: pd.DataFrame, fingerprint: dict, out: Path, 
         written += _save(fig, out, "compile")
     else:
         log(f"plots: {name}: compile figure skipped: no compile_seconds in plottable rows")
+    from harness.summary import summary_markdown
+
+    write_atomic(out / "summary.md", summary_markdown(name, frame, summary, ceilings, floor_fn))
+    written.append(out / "summary.md")
     table = crossovers(frame)
     write_atomic(out / "crossovers.csv", table.to_csv(index=False))
     write_atomic(out / "crossovers.md", f"# Crossovers: {name}\n\n" + _markdown(table))

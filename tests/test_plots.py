@@ -175,4 +175,43 @@ def test_plots_import_no_backend():
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     roots = {m.split(".")[0] for m in imported} - {"__future__", "harness", "matplotlib", "numpy", "pandas"}
     assert roots <= {"io", "math", "textwrap", "zlib", "collections", "pathlib"}, roots
-    assert {m for m in imported if m.startswith("harness")} <= {"harness.results", "harness.floor"}
+    assert {m for m in imported if m.startswith("harness")} <= {"harness.results", "harness.floor", "harness.summary"}
+    tree = ast.parse(inspect.getsource(__import__("harness.summary").summary))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert {m.split(".")[0] for m in imported} <= {"__future__", "math", "collections", "numpy", "pandas", "harness"}
+    assert {m for m in imported if m.startswith("harness")} <= {"harness.plots"}
+
+
+def test_summary_report(drawn):
+    """summary.md: geo-mean and slowest point over numpy, Numba targets, unmeasured backends named."""
+    root, written, _ = drawn
+    path = root / "alpha" / "plots" / "summary.md"
+    assert path in written
+    text = path.read_text()
+    # numba-cpu / numpy = 4, 2, 0.5, 0.25 at N = 4, 16, 64, 256 (so speed-ups 0.25 .. 4), both H, minus
+    # the unhealthy 256 x 32 point: 7 points, product of speed-ups 0.25
+    assert f"| `numba-cpu` | 7 | {0.25 ** (1 / 7):.3g}x | 0.25x at 4 x 4 | 0.25x | - |" in text
+    assert "| `python` | 4 | 0.021x | 0.021x at 4 x 4 |" in text  # the median of numpy (x1.05) over 50
+    assert "| `numba-cuda` | 0 | not timed (skipped: no CUDA GPU) |" in text
+    assert "slower than `numpy` at 4 of 7 points" in text
+    assert "`numba-cuda` was not timed here (skipped: no CUDA GPU): GPU figures unmeasured." in text
+
+
+def test_summary_floor_and_gpu_ratios():
+    from harness.plots import _summary, newest
+    from harness.summary import summary_markdown
+
+    rows = []
+    for n, h in ((1024, 1024), (4096, 1024), (16, 16)):
+        t = 1e-9 * n * h
+        rows += [row("numpy", n, h, 10 * t), row("numba-cpu", n, h, 2 * t), row("numba-parallel", n, h, t)]
+        rows += [row("jax", n, h, 3 * t), row("numba-cuda", n, h, t / 25)]
+    frame, _ = newest(pd.DataFrame(rows, columns=COLUMNS))
+    floor = lambda n, h, dtype, ceilings: 1e-11 * n * h / 1.5  # noqa: E731  (per iteration: best Numba = 1.5x floor)
+    text = summary_markdown("m", frame, _summary(frame), {"x": 1}, floor)
+    assert "| 1024 x 1024 | 1.50 | 3.00 | 10.00 |" in text and "| 4096 x 1024 | 1.50 | 3.00 | 10.00 |" in text
+    assert "16 x 16 |" not in text.split("Points with N*H >= 2^20")[1]  # only N*H >= 2^20 is priced
+    assert "within 2x at 2 of 2 points" in text
+    assert "N*H >= 2^20: median 2x" in text and "N*H < 2^14: median 2x" in text
+    assert "largest common point (4096 x 1024): 25x" in text

@@ -1,0 +1,172 @@
+"""The headline figures of one machine's results, as Markdown: ``<machine>/plots/summary.md``.
+
+Computed from the per-point medians that the plots use (``plots._summary`` of the newest run of
+each point), so the README's tables can be regenerated from stored results with ``make plots``:
+
+* speed-up of every backend over NumPy: geometric mean over the points both measured, the slowest
+  point, and two landmark points (the xor3 seed shape 4 x 4 and 4096 x 1024);
+* the Numba targets (docs/performance.md): the best Numba CPU backend against NumPy at every
+  point, and for N*H >= 2^20 against the measured floor and against JAX;
+* `numba-parallel` over `numba-cpu`;
+* on a GPU machine, `numba-cuda` over the best Numba CPU backend at the largest point measured.
+
+A backend with no timed point is listed with the reason its rows give, never left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+REFERENCE = "numpy"
+NUMBA_CPU = ("numba-cpu", "numba-parallel")
+LANDMARKS = ((4, 4), (4096, 1024))
+LARGE = 1 << 20  # N*H from which the floor and JAX targets apply
+
+
+def _ratio(x: float) -> str:
+    if not np.isfinite(x):
+        return "-"
+    return f"{x:.3g}x" if x < 100 else f"{x:.0f}x"
+
+
+def _geo(values: pd.Series) -> float:
+    values = values[np.isfinite(values) & (values > 0)]
+    return math.exp(float(np.mean(np.log(values)))) if len(values) else float("nan")
+
+
+def _point(index) -> str:
+    n, h = index
+    return f"{n} x {h}"
+
+
+def _why_missing(frame: pd.DataFrame, backend: str, dtype: str) -> str:
+    rows = frame[(frame["backend"] == backend) & (frame["dtype"] == dtype)]
+    reasons = rows["reason"].dropna().astype(str)
+    reasons = reasons[reasons != ""]
+    if reasons.empty:
+        return "no rows"
+    return f"{rows['status'].iloc[0]}: {reasons.iloc[0]}"
+
+
+def summary_markdown(
+    name: str,
+    frame: pd.DataFrame,
+    summary: pd.DataFrame,
+    ceilings: dict | None,
+    floor_fn: Callable | None,
+) -> str:
+    """Markdown report for one machine folder. ``frame``: its newest rows; ``summary``: per-point medians."""
+    out = [f"# Summary: {name}", ""]
+    out.append(
+        "Medians per point from `runs.csv` (newest run of each point); every ratio compares two backends "
+        "measured side by side in the same sweep on this machine."
+    )
+    for dtype in sorted(summary["dtype"].unique()):
+        table = summary[summary["dtype"] == dtype].pivot_table(index=["batch", "hidden"], columns="backend", values="median")
+        out += ["", f"## {dtype}", ""]
+        backends = [b for b in _known_order(frame["backend"].unique()) if b != REFERENCE]
+        if REFERENCE in table:
+            base = table[REFERENCE]
+            out.append(f"Speed-up over `{REFERENCE}` ({int(base.notna().sum())} points have a `{REFERENCE}` time):")
+            out.append("")
+            marks = " | ".join(f"{n} x {h}" for n, h in LANDMARKS)
+            out.append(f"| backend | points | geometric mean | slowest point | {marks} |")
+            out.append("|---|---|---|---|" + "---|" * len(LANDMARKS))
+            for b in backends:
+                speed = (base / table[b]).dropna() if b in table else pd.Series(dtype=float)
+                if b not in table:
+                    cells = ["0", f"not timed ({_why_missing(frame, b, dtype)})", ""] + [""] * len(LANDMARKS)
+                elif speed.empty:
+                    cells = ["0", f"no point in common with `{REFERENCE}`", ""] + [""] * len(LANDMARKS)
+                else:
+                    slow = speed.idxmin()
+                    cells = [str(len(speed)), _ratio(_geo(speed)), f"{_ratio(speed[slow])} at {_point(slow)}"]
+                    cells += [_ratio(speed.get(p, float("nan"))) for p in LANDMARKS]
+                out.append(f"| `{b}` | " + " | ".join(cells) + " |")
+        else:
+            out.append(f"No `{REFERENCE}` time at any point: {_why_missing(frame, REFERENCE, dtype)}.")
+        out += _numba_targets(table, frame, dtype, ceilings, floor_fn)
+        out += _gpu_target(table, frame, dtype)
+    return "\n".join(out) + "\n"
+
+
+def _known_order(names) -> list[str]:
+    from harness.plots import _ordered
+
+    return _ordered(names)
+
+
+def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
+    have = [b for b in NUMBA_CPU if b in table]
+    if not have:
+        return ["", "No Numba CPU backend was timed: " + "; ".join(f"`{b}`: {_why_missing(frame, b, dtype)}" for b in NUMBA_CPU)]
+    best = table[have].min(axis=1)
+    lines = ["", "### Numba on the CPU", ""]
+    if REFERENCE in table:
+        speed = (table[REFERENCE] / best).dropna()
+        if not speed.empty:
+            slow = speed.idxmin()
+            lines.append(
+                f"- Best Numba CPU backend over `{REFERENCE}`: geometric mean {_ratio(_geo(speed))}, slowest point "
+                f"{_ratio(speed[slow])} at {_point(slow)}; slower than `{REFERENCE}` at {int((speed < 1).sum())} of {len(speed)} points."
+            )
+    if "numba-cpu" in table and "numba-parallel" in table:
+        par = (table["numba-cpu"] / table["numba-parallel"]).dropna()
+        work = np.array([n * h for n, h in par.index])
+        for lo, hi, label in ((0, 1 << 14, "N*H < 2^14"), (1 << 14, LARGE, "2^14 <= N*H < 2^20"), (LARGE, math.inf, "N*H >= 2^20")):
+            part = par[(work >= lo) & (work < hi)]
+            if len(part):
+                lines.append(
+                    f"- `numba-parallel` / `numba-cpu` speed-up, {label}: median {_ratio(part.median())} "
+                    f"(range {_ratio(part.min())}-{_ratio(part.max())}, {len(part)} point{'s' if len(part) != 1 else ''})."
+                )
+    large = best[[n * h >= LARGE for n, h in best.index]]
+    if large.empty:
+        return lines
+    rows = []
+    for (n, h), t in large.items():
+        floor = float("nan")
+        if ceilings and floor_fn is not None:
+            try:
+                floor = floor_fn(int(n), int(h), dtype, ceilings)
+            except Exception:  # a floor model that cannot price this point leaves the cell empty
+                floor = float("nan")
+        jax = table["jax"].get((n, h), float("nan")) / t if "jax" in table else float("nan")
+        ref = table[REFERENCE].get((n, h), float("nan")) / t if REFERENCE in table else float("nan")
+        rows.append((n, h, t / floor if floor and np.isfinite(floor) else float("nan"), jax, ref))
+    lines += [
+        "",
+        "Points with N*H >= 2^20 (floor: `harness.floor.floor_seconds` with this machine's ceilings in `machine.json`):",
+        "",
+        "| N x H | best Numba / floor | jax / best Numba | numpy / best Numba |",
+        "|---|---|---|---|",
+    ]
+    for n, h, f, j, r in rows:
+        cells = [f"{f:.2f}" if np.isfinite(f) else "-", f"{j:.2f}" if np.isfinite(j) else "-", f"{r:.2f}" if np.isfinite(r) else "-"]
+        lines.append(f"| {n} x {h} | " + " | ".join(cells) + " |")
+    floors = np.array([f for _, _, f, _, _ in rows])
+    floors = floors[np.isfinite(floors)]
+    if floors.size:
+        lines.append("")
+        lines.append(
+            f"Best Numba / floor: {floors.min():.2f}-{floors.max():.2f}; within 2x at {int((floors <= 2).sum())} of {floors.size} points."
+        )
+    return lines
+
+
+def _gpu_target(table, frame, dtype) -> list[str]:
+    if "numba-cuda" not in set(frame["backend"]):
+        return []
+    if "numba-cuda" not in table:
+        return ["", f"`numba-cuda` was not timed here ({_why_missing(frame, 'numba-cuda', dtype)}): GPU figures unmeasured."]
+    have = [b for b in NUMBA_CPU if b in table]
+    both = table[["numba-cuda", *have]].dropna()
+    if both.empty or not have:
+        return ["", "`numba-cuda` has no point in common with a Numba CPU backend."]
+    n, h = max(both.index, key=lambda p: (p[0] * p[1], p[0]))
+    ratio = both.loc[(n, h), have].min() / both.loc[(n, h), "numba-cuda"]
+    return ["", f"`numba-cuda` over the best Numba CPU backend at the largest common point ({n} x {h}): {_ratio(ratio)}."]
