@@ -19,14 +19,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def commit() -> str:
-    """Short commit of the repository, with '+dirty' when tracked files differ from it."""
+    """Short commit of the repository, with '+dirty' when tracked files differ from it.
+
+    ``results/`` is left out of the check: it is data, and a sweep writes machine.json and
+    runs.csv there before it reads the commit, which would mark every committed result dirty.
+    """
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()  # fmt: skip
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
             capture_output=True, text=True, timeout=10,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):

@@ -93,6 +93,11 @@ class _Runner:
         # its own (JAX specialises on the number of logged losses).
         self.timed_run(1)
         one, _, _ = self.timed_run(1)
+        if one < 5 * point.min_time:
+            # One run can hit a hiccup (a descheduled thread) and set T far too low; every repeat
+            # would then be a few iterations at the mercy of the next one: fastest of three (the
+            # two extra runs cost at most 10 x min_time, and nothing where T is large anyway).
+            one = min(one, self.timed_run(1)[0], self.timed_run(1)[0])
         iterations = max(1, min(point.max_iterations, math.ceil(point.min_time / max(one, 1e-9))))
         seconds = one
         if iterations > 1:

@@ -77,6 +77,16 @@ def test_compilation_on_the_timed_path_does_not_poison_the_budget_prediction(tmp
     assert (ok["per_iteration"] < 0.1).all()
 
 
+def test_one_slow_calibration_run_does_not_set_the_iteration_count(tmp_path, fakes):
+    """A hiccup in the calibration's single iteration must not leave T at 1: every repeat would then
+    be one iteration long, at the mercy of the next hiccup (seen: torch at 16 x 16 calibrated to T=6)."""
+    preset = Preset((4,), (4,), ("float64",), 2, 0.02, 5.0, 60.0, 2)
+    frame = run_sweep(tmp_path, ["fake-hiccup"], preset)
+    assert set(frame["status"]) == {"ok"}
+    assert (frame["iterations"] > 20).all(), frame[["iterations", "seconds"]]
+    assert (frame["seconds"] >= 0.02).all()
+
+
 def test_memory_estimate_skips_points_that_cannot_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bytes_needed", lambda *a: float(1 << 60))
     frame = run_sweep(tmp_path, ["numpy"], Preset((4,), (4,), ("float64",), 1, 0.001, 5.0, 60.0, 2))

@@ -166,3 +166,25 @@ def test_a_full_disk_during_a_sweep_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: cannot write results") and "No space left" in err[-1]
+
+
+def test_commit_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypatch):
+    """A sweep writes into the tracked results/ before it reads the commit: that is not 'dirty'."""
+    from harness import fingerprint
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "results" / "m").mkdir(parents=True)
+    (tmp_path / "results" / "m" / "runs.csv").write_text("backend\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(fingerprint, "REPO", tmp_path)
+    clean = fingerprint.commit()
+    assert len(clean) == 12 and not clean.endswith("+dirty")
+    (tmp_path / "results" / "m" / "runs.csv").write_text("backend\nnumpy\n")
+    assert fingerprint.commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert fingerprint.commit() == clean + "+dirty"

@@ -15,6 +15,7 @@ FAKES = {
     "fake-hog": "tests.fakes.hog",
     "fake-unavailable": "tests.fakes.unavailable",
     "fake-compiles": "tests.fakes.compiles",
+    "fake-hiccup": "tests.fakes.hiccup",
 }
 
 
