@@ -15,6 +15,7 @@ Timing discipline (see README, "How a point is measured"):
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import statistics
 import time
@@ -29,7 +30,7 @@ import backends
 from harness import results
 from harness.agreement import reference_result
 from harness.problems import scaled
-from harness.worker import Point, Worker
+from harness.worker import Point, Worker, wait_until_idle
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Plan:
     resume: bool = True
     seed: int = SEED
     timeout: float = 120.0  # least seconds a worker may take to answer before it is killed
+    last_worker: Worker | None = None  # the worker that ran last (its threads may still be spinning)
     timed: int = 0  # backend-points timed in this sweep ...
     unstable: int = 0  # ... and how many of them had repeats spread more than UNSTABLE_SPREAD
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -201,6 +203,13 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
     def skip(backend: str, status: str, reason: str, **extra) -> None:
         rows.append(_row(plan, backend, dtype, batch, hidden, commit, status=status, reason=reason, **extra))
 
+    def quiet(worker: Worker) -> None:
+        """Before ``worker`` runs anything timed: let the worker that ran last stop spinning."""
+        last = plan.last_worker
+        if last is not None and last is not worker:
+            last.settle()
+        plan.last_worker = worker
+
     for backend in pending:
         if backend in unavailable:
             skip(backend, "skipped", f"unavailable: {unavailable[backend]}")
@@ -240,6 +249,8 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         if reference is None:
             validate_problem = scaled(batch, hidden, "float64", plan.seed)
             reference = reference_result(validate_problem, validate_iterations, _log_every(validate_iterations))
+            wait_until_idle(os.getpid())  # this process's own BLAS threads, after the reference
+        quiet(worker)
         request = Point(
             backend, dtype, batch, hidden, plan.seed, validate_iterations, _log_every(validate_iterations),
             preset.min_time, MAX_ITERATIONS,
@@ -264,6 +275,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         for backend in order:
             info = active[backend]
             expected = info["iterations"] * info["seconds_per_iteration"]
+            quiet(workers[backend])
             reply = workers[backend].call(("repeat",), timeout=max(plan.timeout, 20 * expected))
             if reply["status"] != "ok":
                 failed[backend] = reply

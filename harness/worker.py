@@ -173,6 +173,52 @@ def _serve(conn, backend: str, threads: int | None) -> None:
         conn.send(reply)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of process ``pid`` so far, in seconds, at nanosecond resolution.
+
+    Reads /proc/<pid>/task/*/schedstat (Linux); elsewhere psutil's clock-tick resolution. A vanished
+    process or thread counts as idle.
+    """
+    tasks = f"/proc/{pid}/task"
+    try:
+        names = os.listdir(tasks)
+    except OSError:
+        try:
+            import psutil
+
+            times = psutil.Process(pid).cpu_times()
+            return times.user + times.system
+        except Exception:
+            return 0.0
+    total = 0
+    for name in names:
+        try:
+            with open(f"{tasks}/{name}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total * 1e-9
+
+
+def wait_until_idle(pid: int, max_wait: float = 0.5, window: float = 0.005) -> float:
+    """Wait until process ``pid`` stops burning CPU (at most ``max_wait`` s); returns the seconds waited.
+
+    BLAS and OpenMP pools busy-wait after a parallel call (OpenBLAS for ~0.1 s here): a timed run
+    that starts meanwhile shares the cores with those spinning threads, and a multi-threaded one
+    then waits a scheduler time slice at every barrier (seen: torch at 64 x 4 timed 50x slower
+    right after NumPy). Idle means less than a fifth of a core used over ``window`` seconds.
+    """
+    start = time.perf_counter()
+    before = cpu_seconds(pid)
+    while True:
+        time.sleep(window)
+        now = cpu_seconds(pid)
+        waited = time.perf_counter() - start
+        if now - before < 0.2 * window or waited >= max_wait:
+            return waited
+        before = now
+
+
 class Worker:
     """Parent-side handle: a spawned process serving one backend. Restarted after a crash."""
 
@@ -202,6 +248,10 @@ class Worker:
     @property
     def alive(self) -> bool:
         return self.process.is_alive()
+
+    def settle(self, max_wait: float = 0.5) -> float:
+        """Wait until this worker's threads have stopped spinning (see ``wait_until_idle``)."""
+        return wait_until_idle(self.process.pid, max_wait) if self.process.is_alive() else 0.0
 
     def kill(self) -> None:
         if self.process.is_alive():

@@ -87,6 +87,46 @@ def test_one_slow_calibration_run_does_not_set_the_iteration_count(tmp_path, fak
     assert (frame["seconds"] >= 0.02).all()
 
 
+def test_wait_until_idle_waits_for_spinning_threads_only():
+    """A process that burns CPU for 0.4 s after it starts (as BLAS pools do after a call) is waited for."""
+    from harness.worker import wait_until_idle
+
+    code = "import time\nend = time.perf_counter() + 0.4\nwhile time.perf_counter() < end: pass\ntime.sleep(30)"
+    spinner = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.05)
+        waited = wait_until_idle(spinner.pid, max_wait=5.0)
+        assert 0.2 < waited < 4.0, waited  # it spins until ~0.4 s after start, then sleeps
+        assert wait_until_idle(spinner.pid, max_wait=5.0) < 0.5  # now idle: one short window
+        assert wait_until_idle(spinner.pid, max_wait=0.05) <= 0.2  # max_wait bounds the wait
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert wait_until_idle(spinner.pid, max_wait=1.0) < 0.5  # a process that is gone counts as idle
+
+
+def test_the_last_worker_settles_before_another_backend_is_timed(tmp_path, fakes, monkeypatch):
+    settled = []
+    calls = []
+    real_settle, real_call = bench.Worker.settle, bench.Worker.call
+
+    def settle(self, max_wait=0.5):
+        settled.append((len(calls), self.backend))
+        return real_settle(self, max_wait)
+
+    def call(self, request, timeout):
+        if request and request[0] in ("point", "repeat"):
+            calls.append(self.backend)
+        return real_call(self, request, timeout)
+
+    monkeypatch.setattr(bench.Worker, "settle", settle)
+    monkeypatch.setattr(bench.Worker, "call", call)
+    run_sweep(tmp_path, ["numpy", "fake-good"], Preset((4,), (4,), ("float64",), 3, 0.001, 5.0, 60.0, 2))
+    # before every request that follows another backend's, that other backend was waited for
+    switches = [i for i in range(1, len(calls)) if calls[i] != calls[i - 1]]
+    assert switches and [(i, calls[i - 1]) for i in switches] == settled
+
+
 def test_memory_estimate_skips_points_that_cannot_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bytes_needed", lambda *a: float(1 << 60))
     frame = run_sweep(tmp_path, ["numpy"], Preset((4,), (4,), ("float64",), 1, 0.001, 5.0, 60.0, 2))
