@@ -182,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in args.dtype or ("float64", "float32"):
             for D, O in DEFAULT_WIDTHS:
                 names = None if (D, O) == DEFAULT_WIDTHS[0] else MULTI  # single kernels take D, O as values
-                rows.extend(compile_kernels(cc, dtype, D, O, names))
+                try:
+                    rows.extend(compile_kernels(cc, dtype, D, O, names))
+                except Exception as exc:  # an architecture this toolchain lacks, a kernel it rejects
+                    message = " ".join(str(exc).split())
+                    parser.exit(1, f"error: sm_{cc[0]}{cc[1]} {dtype} D={D} O={O}: {type(exc).__name__}: {message}\n")
     if args.json:
         for row in rows:
             print(json.dumps(row))

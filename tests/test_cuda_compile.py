@@ -50,3 +50,7 @@ def test_bad_architecture_is_one_line():
     proc, records = compile_records("--arch=nine")
     assert proc.returncode == 2 and not records
     assert "not an architecture" in proc.stderr and "Traceback" not in proc.stderr
+    proc, records = compile_records("--arch=5.0")  # Maxwell: CUDA 13 starts at sm_75
+    assert proc.returncode == 1 and not records
+    assert proc.stderr.startswith("error: sm_50") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
