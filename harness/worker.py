@@ -206,15 +206,18 @@ def wait_until_idle(pid: int, max_wait: float = 0.5, window: float = 0.005) -> f
     BLAS and OpenMP pools busy-wait after a parallel call (OpenBLAS for ~0.1 s here): a timed run
     that starts meanwhile shares the cores with those spinning threads, and a multi-threaded one
     then waits a scheduler time slice at every barrier (seen: torch at 64 x 4 timed 50x slower
-    right after NumPy). Idle means less than a fifth of a core used over ``window`` seconds.
+    right after NumPy). Idle means less than a fifth of a core used in each of two consecutive
+    ``window``-second windows (one quiet window could be a spinning thread that was descheduled).
     """
     start = time.perf_counter()
     before = cpu_seconds(pid)
+    quiet = 0
     while True:
         time.sleep(window)
         now = cpu_seconds(pid)
         waited = time.perf_counter() - start
-        if now - before < 0.2 * window or waited >= max_wait:
+        quiet = quiet + 1 if now - before < 0.2 * window else 0
+        if quiet >= 2 or waited >= max_wait:
             return waited
         before = now
 

