@@ -135,21 +135,24 @@ def compile_kernels(cc: tuple[int, int], dtype: str, D: int = 3, O: int = 1, nam
 
     if nc.SIMULATED:
         raise RuntimeError("the CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1): compile in a process without it")
+    def fresh() -> None:  # numba caches device functions per argument types, not per architecture
+        for factory in (nc._sigmoid, nc._single_kernels, nc._multi_kernels):
+            factory.cache_clear()
+
     records = []
     sigs = signatures(dtype)
     with _target(cc):
-        # Fresh device functions for this architecture (numba caches them per argument types).
-        for factory in (nc._sigmoid, nc._single_kernels, nc._multi_kernels):
-            factory.cache_clear()
-        kernels = {**nc._single_kernels(dtype), **nc._multi_kernels(dtype, D, O)}
-        for name in names or (*SINGLE, *MULTI):
-            bound = nc.SINGLE_MAX_BLOCK if name in SINGLE else nc.MAX_BLOCK
-            ptx, _ = cuda.compile_ptx(kernels[name].py_func, sigs[name], cc=cc, launch_bounds=bound)
-            record = {"kernel": name, "dtype": dtype, "arch": f"sm_{cc[0]}{cc[1]}", "D": D, "O": O}
-            record.update(launch_bound=bound, **_resources(_ptxas(ptx, cc)))
-            records.append(record)
-        for factory in (nc._sigmoid, nc._single_kernels, nc._multi_kernels):
-            factory.cache_clear()
+        fresh()
+        try:
+            kernels = {**nc._single_kernels(dtype), **nc._multi_kernels(dtype, D, O)}
+            for name in names or (*SINGLE, *MULTI):
+                bound = nc.SINGLE_MAX_BLOCK if name in SINGLE else nc.MAX_BLOCK
+                ptx, _ = cuda.compile_ptx(kernels[name].py_func, sigs[name], cc=cc, launch_bounds=bound)
+                record = {"kernel": name, "dtype": dtype, "arch": f"sm_{cc[0]}{cc[1]}", "D": D, "O": O}
+                record.update(launch_bound=bound, **_resources(_ptxas(ptx, cc)))
+                records.append(record)
+        finally:
+            fresh()  # leave no device function compiled for a foreign architecture behind
     return records
 
 

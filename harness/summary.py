@@ -21,7 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-REFERENCE = "numpy"
+from harness.plots import REFERENCE, _ordered
+
 NUMBA_CPU = ("numba-cpu", "numba-parallel")
 LANDMARKS = ((4, 4), (4096, 1024))
 LARGE = 1 << 20  # N*H from which the floor and JAX targets apply
@@ -68,7 +69,7 @@ def summary_markdown(
     for dtype in sorted(summary["dtype"].unique()):
         table = summary[summary["dtype"] == dtype].pivot_table(index=["batch", "hidden"], columns="backend", values="median")
         out += ["", f"## {dtype}", ""]
-        backends = [b for b in _known_order(frame["backend"].unique()) if b != REFERENCE]
+        backends = [b for b in _ordered(frame["backend"].unique()) if b != REFERENCE]
         if REFERENCE in table:
             base = table[REFERENCE]
             out.append(f"Speed-up over `{REFERENCE}` ({int(base.notna().sum())} points have a `{REFERENCE}` time):")
@@ -92,12 +93,6 @@ def summary_markdown(
         out += _numba_targets(table, frame, dtype, ceilings, floor_fn)
         out += _gpu_target(table, frame, dtype)
     return "\n".join(out) + "\n"
-
-
-def _known_order(names) -> list[str]:
-    from harness.plots import _ordered
-
-    return _ordered(names)
 
 
 def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
