@@ -1,17 +1,18 @@
-"""Compile every `numba-cuda` kernel for real NVIDIA architectures, on a machine without a GPU.
+"""Compile every CUDA kernel for real NVIDIA architectures, on a machine without a GPU.
 
 The CUDA simulator that ``make test`` uses runs the kernels as Python threads: it checks what they
 compute, not that the real CUDA target accepts them. This module compiles them with the real
-toolchain -- NVVM to PTX, then nvJitLink's ptxas to machine code for each architecture -- and
-reports the registers, spills and stack frame of every kernel. It needs the
-CUDA toolchain wheels of ``numba-cuda[cu13]`` (a project dependency), neither a driver nor a GPU.
+toolchain -- NVVM (numba-cuda) or MLIR (numba-cuda-mlir) to PTX, then nvJitLink's ptxas to
+machine code for each architecture, linking the device runtime where a kernel syncs its grid --
+and reports the registers, spills and stack frame of every kernel. It needs the CUDA toolchain
+wheels of ``numba-cuda[cu13]`` (a project dependency), neither a driver nor a GPU.
 
     python -m harness.cuda_ptx                   # table for the default architectures
     python -m harness.cuda_ptx --arch 9.0 --json
+    python -m harness.cuda_ptx --compiler numba-cuda --compiler numba-cuda-mlir
 
-Kernels are compiled for the argument types the backend launches them with (``signatures``; the
-simulator tests record the types of every real launch and compare them with this table), with
-the same launch bounds as the backend's decorators.
+Kernels are compiled from the same table the backends compile them from at run time
+(``backends/_cuda_kernels.py``: function, signature, launch bound).
 """
 
 # The sizes are named as in SPEC.md: D inputs, O outputs.
@@ -26,56 +27,33 @@ import os
 import re
 import sys
 
+from backends._cuda_compiler import COMPILERS, import_cuda
+
 #: Architectures checked by default: Turing (T4), Ampere (A100, RTX 30), Ada (L4, RTX 40),
 #: Hopper (H100, H200). CUDA 13's NVVM starts at sm_75.
 DEFAULT_ARCHS = ((7, 5), (8, 0), (8, 9), (9, 0))
-#: (D, O) specialisations of the per-iteration kernels: the seed/sweep shape and a wider one.
+#: (D, O) specialisations compiled: the seed/sweep shape and a wider one.
 DEFAULT_WIDTHS = ((3, 1), (5, 3))
-
-SINGLE = ("single2_shared", "single2_global", "single1_shared", "single1_global")
-MULTI = ("forward", "output", "backward", "forward1", "backward1", "update")
-
-
-def signatures(dtype: str) -> dict[str, tuple]:
-    """Numba argument types of each kernel, as ``backends.numba_cuda`` launches them."""
-    from numba import types as nt
-
-    f = nt.float64 if dtype == "float64" else nt.float32
-    a = nt.Array(f, 1, "C")  # X, y, weights, scratch: contiguous 1-D device arrays of the dtype
-    losses = nt.Array(nt.float64, 1, "C")  # the logged losses are float64 in both dtypes
-    i, b = nt.int64, nt.boolean
-    return {
-        # X, y, W0, W1, losses, N, D, H, O, alpha, iterations, log_every
-        "single2_shared": (a, a, a, a, losses, i, i, i, i, f, i, i),
-        # X, y, W0, W1, a1, d1, d2, part, losses, N, D, H, O, alpha, iterations, log_every
-        "single2_global": (a, a, a, a, a, a, a, a, losses, i, i, i, i, f, i, i),
-        # X, y, W0, losses, N, D, O, alpha, iterations, log_every
-        "single1_shared": (a, a, a, losses, i, i, i, f, i, i),
-        # X, y, W0, d, part, losses, N, D, O, alpha, iterations, log_every
-        "single1_global": (a, a, a, a, a, losses, i, i, i, f, i, i),
-        # X, y, W0, W1, zpart, d2, errpart, N, H, hchunk, logged
-        "forward": (a, a, a, a, a, a, a, i, i, i, b),
-        # y, zpart, d2, errpart, N, chunks, logged
-        "output": (a, a, a, a, i, i, b),
-        # X, W0, W1, d2, g0part, g1part, N, H, rchunk
-        "backward": (a, a, a, a, a, a, i, i, i),
-        # X, y, W0, d, errpart, N, logged
-        "forward1": (a, a, a, a, a, i, b),
-        # X, d, g0part, N, rchunk
-        "backward1": (a, a, a, i, i),
-        # W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, log_slot, count
-        "update": (a, a, a, a, i, i, f, a, i, losses, i, nt.float64),
-    }
 
 
 @contextlib.contextmanager
-def _target(cc: tuple[int, int]):
+def _target(compiler: str, cc: tuple[int, int]):
     """Compile device functions for ``cc`` instead of asking the (absent) driver for the device's.
 
-    numba-cuda compiles a ``@cuda.jit(device=True)`` function for the current device's compute
+    Both compilers compile a ``@cuda.jit(device=True)`` function for the current device's compute
     capability, which needs a driver; here that lookup answers ``cc``. Only this module does this,
     and only while compiling.
     """
+    if compiler == "numba-cuda-mlir":
+        from numba_cuda_mlir import tools
+
+        saved = tools._cached_cc
+        tools._cached_cc = cc
+        try:
+            yield
+        finally:
+            tools._cached_cc = saved
+        return
     from numba.cuda import dispatcher
 
     class Device:
@@ -97,6 +75,10 @@ def _ptxas(ptx: str, cc: tuple[int, int]) -> str:
     try:
         data = ptx.encode()
         nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "kernel")
+        if "cudaCGSynchronize" in ptx:  # a grid sync: the device runtime implements it
+            from cuda.pathfinder import find_static_lib
+
+            nvjitlink.add_file(handle, nvjitlink.InputType.LIBRARY, find_static_lib("cudadevrt"))
         try:
             nvjitlink.complete(handle)
         except nvjitlink.nvJitLinkError as exc:
@@ -127,29 +109,34 @@ def _resources(log: str) -> dict:
     }
 
 
-def compile_kernels(cc: tuple[int, int], dtype: str, D: int = 3, O: int = 1, names=None) -> list[dict]:
+def compile_kernels(cc: tuple[int, int], dtype: str, D: int = 3, O: int = 1, names=None,
+                    compiler: str = "numba-cuda") -> list[dict]:  # fmt: skip
     """Compile the kernels for sm_<cc>; one record per kernel with its ptxas resource report."""
-    from numba import cuda
+    from backends._cuda_compiler import import_cuda, load_kernels, version
 
-    from backends import numba_cuda as nc
+    cuda = import_cuda(compiler)
+    if compiler == "numba-cuda":
+        from numba import config
 
-    if nc.SIMULATED:
-        raise RuntimeError("the CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1): compile in a process without it")
-    def fresh() -> None:  # numba caches device functions per argument types, not per architecture
-        for factory in (nc._sigmoid, nc._single_kernels, nc._multi_kernels):
+        if config.ENABLE_CUDASIM:
+            raise RuntimeError("the CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1): compile in a process without it")
+    source = load_kernels(compiler)
+
+    def fresh() -> None:  # device functions are cached per argument types, not per architecture
+        for factory in (source.sigmoid, source.kernels):
             factory.cache_clear()
 
     records = []
-    sigs = signatures(dtype)
-    with _target(cc):
+    with _target(compiler, cc):
         fresh()
         try:
-            kernels = {**nc._single_kernels(dtype), **nc._multi_kernels(dtype, D, O)}
-            for name in names or (*SINGLE, *MULTI):
-                bound = nc.SINGLE_MAX_BLOCK if name in SINGLE else nc.MAX_BLOCK
-                ptx, _ = cuda.compile_ptx(kernels[name].py_func, sigs[name], cc=cc, launch_bounds=bound)
-                record = {"kernel": name, "dtype": dtype, "arch": f"sm_{cc[0]}{cc[1]}", "D": D, "O": O}
-                record.update(launch_bound=bound, **_resources(_ptxas(ptx, cc)))
+            kernels = source.kernels(dtype, D, O)
+            for name in names or source.ALL_KERNELS:
+                spec = kernels[name]
+                ptx, _ = cuda.compile_ptx(spec.pyfunc, spec.signature, cc=cc, launch_bounds=spec.bound)
+                record = {"compiler": compiler, "version": version(compiler), "kernel": name, "dtype": dtype,
+                          "arch": f"sm_{cc[0]}{cc[1]}", "D": D, "O": O}  # fmt: skip
+                record.update(launch_bound=spec.bound, **_resources(_ptxas(ptx, cc)))
                 records.append(record)
         finally:
             fresh()  # leave no device function compiled for a foreign architecture behind
@@ -167,34 +154,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.cuda_ptx", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=_arch, action="append", help="e.g. 9.0 or sm_90 (repeatable)")
     parser.add_argument("--dtype", choices=("float64", "float32"), action="append")
+    parser.add_argument("--compiler", choices=COMPILERS, action="append", help="default: numba-cuda (repeatable)")
     parser.add_argument("--json", action="store_true", help="one JSON record per line")
     args = parser.parse_args(argv)
     if "numba" in sys.modules:
         parser.exit(2, "error: numba was imported before harness.cuda_ptx could turn the simulator off\n")
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+    compilers = args.compiler or ["numba-cuda"]
     try:
         from cuda.bindings import nvjitlink  # noqa: F401
-        from numba.cuda.cudadrv import nvvm
 
-        nvvm.NVVM()  # loads libnvvm: fails here, with its own message, when the wheels are missing
+        if "numba-cuda" in compilers:
+            from numba.cuda.cudadrv import nvvm
+
+            nvvm.NVVM()  # loads libnvvm: fails here, with its own message, when the wheels are missing
     except Exception as exc:
         parser.exit(2, f"error: the CUDA compiler libraries are not installed ({type(exc).__name__}: {exc}); "
                        "pip install 'numba-cuda[cu13]'\n")  # fmt: skip
     rows = []
-    for cc in args.arch or DEFAULT_ARCHS:
-        for dtype in args.dtype or ("float64", "float32"):
-            for D, O in DEFAULT_WIDTHS:
-                names = None if (D, O) == DEFAULT_WIDTHS[0] else MULTI  # single kernels take D, O as values
-                try:
-                    rows.extend(compile_kernels(cc, dtype, D, O, names))
-                except Exception as exc:  # an architecture this toolchain lacks, a kernel it rejects
-                    message = " ".join(str(exc).split())
-                    parser.exit(1, f"error: sm_{cc[0]}{cc[1]} {dtype} D={D} O={O}: {type(exc).__name__}: {message}\n")
+    for compiler in compilers:
+        try:
+            import_cuda(compiler)
+        except ImportError as exc:
+            parser.exit(2, f"error: {compiler} is not installed ({exc}); pip install '{compiler}[cu13]'\n")
+        for cc in args.arch or DEFAULT_ARCHS:
+            for dtype in args.dtype or ("float64", "float32"):
+                for D, O in DEFAULT_WIDTHS:
+                    try:
+                        rows.extend(compile_kernels(cc, dtype, D, O, compiler=compiler))
+                    except Exception as exc:  # an architecture this toolchain lacks, a kernel it rejects
+                        message = " ".join(str(exc).split())
+                        parser.exit(1, f"error: {compiler} sm_{cc[0]}{cc[1]} {dtype} D={D} O={O}: {type(exc).__name__}: {message}\n")
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return 0
-    head = ("arch", "dtype", "D", "O", "kernel", "launch_bound", "registers", "spill_stores", "spill_loads", "stack")
+    head = ("compiler", "arch", "dtype", "D", "O", "kernel", "launch_bound", "registers", "spill_stores", "spill_loads", "stack")
     width = {h: max(len(h), *(len(str(r[h])) for r in rows)) for h in head}
     print("  ".join(f"{h:>{width[h]}}" for h in head))
     for row in rows:

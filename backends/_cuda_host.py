@@ -1,0 +1,304 @@
+"""Host side of the CUDA backends: device arrays, the launch plan, the launches. One class, one
+instance per CUDA compiler (``backends/numba_cuda.py``, ``backends/numba_cuda_mlir.py``).
+
+``prepare`` copies X, y and the weights to the device once, plans the launch
+(``backends/_cuda_plan.py``), compiles the kernels it needs eagerly for their one signature and
+configures each launch once. ``run`` is the loop alone: one launch for the whole run on the block
+and grid paths (three per iteration on the multi path), then one synchronisation. The logged
+losses stay on the device until ``fetch``.
+"""
+
+# The sizes are named as in SPEC.md: N rows, D inputs, H hidden units, O outputs.
+# ruff: noqa: E741
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from functools import lru_cache
+
+import numpy as np
+
+from backends import _cuda_plan
+from backends._cuda_compiler import import_cuda, load_kernels, version
+from backends.base import Problem, TrainResult, UnsupportedProblem, check_dtype, n_logged
+
+#: Under the simulator every GPU thread is a Python thread: blocks of this many threads at most.
+SIMULATOR_THREADS = 8
+
+
+def simulator_on() -> bool:
+    """NUMBA_ENABLE_CUDASIM as numba-cuda reads it (set to anything but 0)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+class CudaBackend:
+    """The backend protocol (backends/base.py) for one CUDA compiler."""
+
+    DTYPES = ("float64", "float32")
+    DEVICE = "gpu"
+
+    def __init__(self, compiler: str):
+        self.compiler = compiler
+        self.version = version(compiler)
+        self.cuda = import_cuda(compiler)  # ImportError when the package is missing
+        #: numba-cuda's simulator stands in for a GPU; numba-cuda-mlir has none.
+        self.simulated = compiler == "numba-cuda" and simulator_on()
+        self.source = load_kernels(compiler)
+        self._compiled: dict[tuple[str, int, int, str], object] = {}
+
+    # --- the device ---------------------------------------------------------------------------
+
+    def available(self) -> str | None:
+        try:
+            ok = self.cuda.is_available()
+        except Exception as exc:  # a broken driver install must not break the registry
+            return f"CUDA check failed: {type(exc).__name__}: {exc}"
+        if ok:
+            return None
+        if self.compiler == "numba-cuda":
+            return "no CUDA GPU found (cuda.is_available() is False); set NUMBA_ENABLE_CUDASIM=1 to use the simulator"
+        return f"no CUDA GPU found (cuda.is_available() is False); {self.compiler} has no simulator"
+
+    def device_name(self) -> str:
+        """The GPU's name for the machine fingerprint ('CUDA simulator' under the simulator)."""
+        if self.simulated:
+            return "CUDA simulator (numba-cuda, no GPU)"
+        try:
+            name = self.cuda.get_current_device().name
+        except Exception as exc:  # no driver or no device: say so instead of failing the fingerprint
+            return f"no CUDA device ({type(exc).__name__})"
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    @lru_cache(maxsize=1)  # noqa: B019 (one instance per compiler, alive for the process)
+    def device_properties(self) -> dict:
+        """The properties a plan reads (``_cuda_plan.DEVICE_PROPERTY_NAMES``) of the current device.
+
+        Under the simulator: one SM holding one block of SIMULATOR_THREADS threads (the
+        simulator runs a cooperative grid of one block only).
+        """
+        if self.simulated:
+            T = SIMULATOR_THREADS
+            return {
+                "max_threads_per_block": T,
+                "multiprocessors": 1,
+                "max_threads_per_sm": T,
+                "max_blocks_per_sm": 1,
+                "max_shared_per_block": 48 * 1024,
+                "max_shared_per_sm": 48 * 1024,
+                "warp": 1,
+                "cooperative": True,
+            }
+        dev = self.cuda.get_current_device()
+
+        def attr(name: str, default: int) -> int:
+            try:
+                return int(getattr(dev, name))
+            except Exception:
+                return default
+
+        return {
+            "max_threads_per_block": attr("MAX_THREADS_PER_BLOCK", 1024),
+            "multiprocessors": attr("MULTIPROCESSOR_COUNT", 1),
+            "max_threads_per_sm": attr("MAX_THREADS_PER_MULTIPROCESSOR", 2048),
+            "max_blocks_per_sm": attr("MAX_BLOCKS_PER_MULTIPROCESSOR", 16),
+            "max_shared_per_block": attr("MAX_SHARED_MEMORY_PER_BLOCK", 48 * 1024),
+            "max_shared_per_sm": attr("MAX_SHARED_MEMORY_PER_MULTIPROCESSOR", 64 * 1024),
+            "warp": attr("WARP_SIZE", 32),
+            "cooperative": bool(attr("COOPERATIVE_LAUNCH", 0)),
+        }
+
+    # --- kernels ------------------------------------------------------------------------------
+
+    def kernel(self, dtype: str, D: int, O: int, name: str):
+        """Kernel ``name`` compiled eagerly for its one signature (so a launch does no type dispatch)."""
+        key = (dtype, D, O, name)
+        if key not in self._compiled:
+            spec = self.source.kernels(dtype, D, O)[name]
+            options = {}
+            if not self.simulated and _takes_launch_bounds(self.compiler, self.cuda):
+                options["launch_bounds"] = spec.bound
+            self._compiled[key] = self.cuda.jit(spec.signature, **options)(spec.pyfunc)
+        return self._compiled[key]
+
+    def cooperative_blocks(self, kernel, threads: int, shared: int) -> int | None:
+        """Most co-resident blocks of ``kernel`` (registers included), where the compiler says."""
+        if self.simulated:
+            return 1  # the simulator runs a cooperative grid of one block only
+        overloads = getattr(kernel, "overloads", None)
+        if overloads:
+            compiled = next(iter(overloads.values()))
+            query = getattr(compiled, "max_cooperative_grid_blocks", None)
+            if query:
+                return int(query(threads, shared))
+        # numba-cuda-mlir 0.6 has no occupancy query: one block per SM is always resident (the
+        # launch bound keeps a block of GRID_THREADS within one SM's registers and shared memory).
+        return self.device_properties()["multiprocessors"]
+
+    # --- the backend protocol -----------------------------------------------------------------
+
+    def prepare(self, problem: Problem) -> dict:
+        check_dtype(self.DTYPES, problem, self.compiler)
+        if len(problem.weights) > 2:
+            raise UnsupportedProblem(
+                f"{self.compiler} supports 1 or 2 weight layers (2- and 3-layer networks), not {len(problem.weights)}"
+            )
+        reason = self.available()
+        if reason:
+            raise UnsupportedProblem(reason)
+        cuda = self.cuda
+        props = self.device_properties()
+        dtype, N = problem.dtype, problem.batch
+        D, H, O = _cuda_plan.split_sizes(problem.sizes)
+        t = np.dtype(dtype).type
+        item = np.dtype(t).itemsize
+        grid_name = "grid3" if H else "grid2"
+        cap = None
+        if props["cooperative"]:
+            probe = _cuda_plan.plan(problem.sizes, N, item, props)
+            if probe.path == "grid":
+                cap = self.cooperative_blocks(self.kernel(dtype, D, O, grid_name), probe.threads, probe.shared_bytes)
+        plan = _cuda_plan.plan(problem.sizes, N, item, props, cap)
+
+        def flat(a) -> object:
+            return cuda.to_device(np.ascontiguousarray(a, dtype=t).ravel())
+
+        def scratch(size: int) -> object:
+            return cuda.device_array(max(1, size), t)
+
+        state = {
+            "dtype": dtype,
+            "N": N,
+            "D": D,
+            "H": H,
+            "O": O,
+            "alpha": t(problem.alpha),
+            "count": float(N * O),
+            "X": flat(problem.X),
+            "y": flat(problem.y),
+            "W": [flat(w) for w in problem.weights],
+            "shapes": [w.shape for w in problem.weights],
+            "losses": [],
+            "plan": plan,
+            "path": plan.path,
+            "compiler": f"{self.compiler} {self.version}",
+        }
+        T, k = plan.threads, lambda name: self.kernel(dtype, D, O, name)  # noqa: E731
+        if plan.path == "block":
+            layers = 3 if H else 2
+            if plan.shared_bytes:
+                state["launch"] = k(f"block{layers}_shared")[1, T, 0, plan.shared_bytes]
+            else:  # too big for shared memory: the same loop on global scratch arrays
+                state["launch"] = k(f"block{layers}_global")[1, T]
+                state["scratch"] = [scratch(H * O), scratch(N * H), scratch(N * O)] if H else [scratch(N * O)]
+                state["part"] = scratch(T)
+            return state
+        state["zpart"] = scratch(plan.hchunks * N * O)
+        state["g0part"] = scratch(plan.rchunks * D * (H or O))
+        state["g1part"] = scratch(plan.rchunks * H * O)
+        state["errpart"] = scratch(plan.rchunks if H else _ceil(N, T))
+        state["d"] = scratch(N * O)  # 2-layer deltas
+        if plan.path == "grid":
+            state["launch"] = k(grid_name)[plan.blocks, T, 0, plan.shared_bytes]
+        else:
+            phase_bytes = plan.shared_bytes
+            update = k("update_phase")[plan.update_blocks, T]
+            if H:
+                state["phases"] = (
+                    k("forward3_phase")[plan.forward_items, T],
+                    k("backward3_phase")[plan.backward_items, T, 0, phase_bytes],
+                    update,
+                )
+            else:
+                state["phases"] = (
+                    k("forward2_phase")[plan.forward_items, T, 0, phase_bytes],
+                    k("backward2_phase")[plan.backward_items, T],
+                    update,
+                )
+        return state
+
+    def run(self, state: dict, iterations: int, log_every: int) -> None:
+        """The whole loop on the device; losses stay there; synchronises before returning."""
+        count = n_logged(iterations, log_every)
+        losses = self.cuda.device_array(max(count, 1), np.float64)
+        switch = sys.getswitchinterval()
+        if self.simulated:  # simulated GPU threads are Python threads: switch between them more often
+            sys.setswitchinterval(1e-5)
+        try:
+            if iterations > 0:
+                if state["path"] == "multi":
+                    _run_phases(state, iterations, log_every, losses)
+                else:
+                    _run_persistent(state, iterations, log_every, losses)
+            self.cuda.synchronize()
+        finally:
+            if self.simulated:
+                sys.setswitchinterval(switch)
+        state["losses"].append((losses, count))
+
+    def fetch(self, state: dict) -> TrainResult:
+        """Copy the weights and the logged losses back to the host (once, after the run)."""
+        weights = [w.copy_to_host().reshape(shape) for w, shape in zip(state["W"], state["shapes"])]
+        parts = [losses.copy_to_host()[:count] for losses, count in state["losses"]]
+        losses = np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
+        return TrainResult(weights, losses)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _takes_launch_bounds(compiler: str, cuda) -> bool:
+    """Whether ``cuda.jit`` takes a launch bound: numba-cuda names the option in its signature where
+    it has it; numba-cuda-mlir takes ``**kws`` and validates them itself (it has the option)."""
+    if compiler == "numba-cuda-mlir":
+        return True
+    try:
+        return "launch_bounds" in inspect.signature(cuda.jit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _run_persistent(state: dict, iterations: int, log_every: int, losses) -> None:
+    """Block and grid paths: one launch runs every iteration."""
+    plan, N, H, alpha, count = state["plan"], state["N"], state["H"], state["alpha"], state["count"]
+    X, y, W = state["X"], state["y"], state["W"]
+    launch = state["launch"]
+    if plan.path == "block":
+        if "scratch" not in state:
+            if H:
+                launch(X, y, W[0], W[1], losses, N, H, alpha, iterations, log_every, count)
+            else:
+                launch(X, y, W[0], losses, N, alpha, iterations, log_every, count)
+        elif H:
+            W1b, a1, d2 = state["scratch"]
+            launch(X, y, W[0], W[1], W1b, a1, d2, state["part"], losses, N, H, alpha, iterations, log_every, count)
+        else:
+            launch(X, y, W[0], state["scratch"][0], state["part"], losses, N, alpha, iterations, log_every, count)
+    elif H:
+        launch(X, y, W[0], W[1], state["zpart"], state["g0part"], state["g1part"], state["errpart"], losses,
+               N, H, plan.hchunk, plan.hchunks, plan.rchunk, alpha, iterations, log_every, count)  # fmt: skip
+    else:
+        launch(X, y, W[0], state["d"], state["g0part"], state["errpart"], losses,
+               N, plan.rchunk, alpha, iterations, log_every, count)  # fmt: skip
+
+
+def _run_phases(state: dict, iterations: int, log_every: int, losses) -> None:
+    """Multi path: the grid path's three phases as three launches per iteration."""
+    plan, N, H, O, alpha, count = state["plan"], state["N"], state["H"], state["O"], state["alpha"], state["count"]
+    X, y, W = state["X"], state["y"], state["W"]
+    zpart, g0part, g1part, errpart, d = state["zpart"], state["g0part"], state["g1part"], state["errpart"], state["d"]
+    forward, backward, update = state["phases"]
+    nerr = plan.rchunks if H else _ceil(N, plan.threads)
+    for it in range(iterations):
+        logged = log_every > 0 and it % log_every == 0
+        slot = it // log_every if logged else -1
+        if H:
+            forward(X, W[0], W[1], zpart, N, H, plan.hchunk, plan.hchunks)
+            backward(X, y, W[0], W[1], zpart, g0part, g1part, errpart, N, H, plan.hchunks, plan.rchunk, logged)
+            update(W[0], g0part, W[1], g1part, H * O, plan.rchunks, alpha, errpart, nerr, losses, slot, count)
+        else:
+            forward(X, y, W[0], d, errpart, N, logged)
+            backward(X, d, g0part, N, plan.rchunk)
+            update(W[0], g0part, W[0], g0part, 0, plan.rchunks, alpha, errpart, nerr, losses, slot, count)

@@ -1,0 +1,528 @@
+"""The CUDA kernels of the training loop: one source for numba-cuda and numba-cuda-mlir.
+
+This file is not imported by name: ``backends._cuda_compiler.load_kernels(compiler)`` executes it
+once per CUDA compiler with the module global ``cuda`` bound to that compiler's ``cuda`` module
+(``numba.cuda`` or ``numba_cuda_mlir.cuda``). ``cuda`` has to be a module global, not a closure
+variable: the CUDA simulator runs a kernel by swapping that global for its per-thread fake.
+
+``kernels(dtype, D, O)`` returns every kernel as a plain Python function with its signature (a
+string both compilers parse) and launch bound; the host (``backends/numba_cuda.py``) compiles
+them eagerly with ``cuda.jit(signature)``, and ``harness.cuda_ptx`` compiles the same functions
+for real GPU architectures without a GPU. D and O are compile-time constants, so the per-thread
+vectors (an X row, O pre-activations, D + O gradient accumulators) are small local arrays that
+live in registers.
+
+Three launch paths (``backends/_cuda_plan.py`` chooses; docs/cuda.md has the design):
+
+* ``block3_*`` / ``block2_*``: one persistent block for the whole run; phases separated by
+  ``cuda.syncthreads()``; every phase spreads its items over all threads.
+* ``grid3`` / ``grid2``: one persistent cooperative grid for the whole run; phases separated by
+  ``cuda.cg.this_grid().sync()``; three per iteration.
+* ``*_phase`` kernels: the grid kernels' phases as separate launches (devices without
+  cooperative launch). They call the same device functions as the grid kernels.
+
+Every sum has a fixed order that depends only on the launch layout (the plan), never on thread
+scheduling: no atomics. A float64 run is bit-reproducible for a given plan.
+"""
+
+# The sizes are named as in SPEC.md: N rows, D inputs, H hidden units, O outputs.
+# ruff: noqa: E741
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from typing import NamedTuple
+
+import numpy as np
+
+from backends._cuda_plan import BLOCK_MAX_THREADS, GRID_THREADS
+
+if "cuda" not in globals():
+    raise ImportError("backends._cuda_kernels is loaded by backends._cuda_compiler.load_kernels(compiler)")
+cuda = globals()["cuda"]  # bound by the loader before this body runs (see the module docstring)
+
+
+class Kernel(NamedTuple):
+    pyfunc: object  # the Python function, for cuda.jit(signature) or cuda.compile_ptx
+    signature: str
+    bound: int  # launch bound: the most threads per block it is launched with
+
+
+#: Names by path (harness.cuda_ptx and the tests iterate over these).
+BLOCK_KERNELS = ("block3_shared", "block3_global", "block2_shared", "block2_global")
+GRID_KERNELS = ("grid3", "grid2")
+PHASE_KERNELS = ("forward3_phase", "backward3_phase", "forward2_phase", "backward2_phase", "update_phase")
+ALL_KERNELS = BLOCK_KERNELS + GRID_KERNELS + PHASE_KERNELS
+
+
+def _signature(dtype: str, *args: str) -> str:
+    names = {"a": f"{dtype}[::1]", "L": "float64[::1]", "i": "int64", "f": dtype, "c": "float64", "b": "boolean"}
+    return "void(" + ", ".join(names[a] for a in args) + ")"
+
+
+@cache
+def sigmoid(dtype: str):
+    """s(z) = 1 / (1 + exp(-z)) in ``dtype``; exp(-z) overflowing gives exactly 0, as NumPy does."""
+    t = np.float64 if dtype == "float64" else np.float32
+    one, zero = t(1.0), t(0.0)
+    # Largest argument with a finite exp: beyond it exp(-z) = inf on the GPU and s = 0. The explicit
+    # branch gives the same 0 under the simulator, where math.exp raises OverflowError instead.
+    limit = t(709.78) if dtype == "float64" else t(88.72)
+
+    @cuda.jit(device=True)
+    def sig(z):
+        u = -z
+        if u > limit:
+            return zero
+        return one / (one + math.exp(u))
+
+    return sig
+
+
+@cache
+def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
+    """Every kernel for ``dtype`` and input/output widths D and O (see the module docstring)."""
+    t = np.float64 if dtype == "float64" else np.float32
+    st = np.dtype(t)  # shared arrays take a dtype instance (the simulator needs its itemsize)
+    one, zero = t(1.0), t(0.0)
+    sig = sigmoid(dtype)
+
+    # --- one block: the whole run in one thread block -------------------------------------------
+
+    @cuda.jit(device=True)
+    def block3(X, y, W0, W1, W1b, a1, d2, part, losses, N, H, alpha, iterations, log_every, count):
+        # 3-layer network. W1 and W1b take turns as this iteration's W1 and the next one's: the
+        # W0 gradient needs W1 as it was before this iteration's update (SPEC step 5), and the
+        # threads updating W1 run at the same time as those reading it.
+        tid = cuda.threadIdx.x
+        T = cuda.blockDim.x
+        cur = W1
+        nxt = W1b
+        for it in range(iterations):
+            # Hidden phase: one (row, hidden unit) pair per thread.
+            for e in range(tid, N * H, T):
+                n = e // H
+                j = e - n * H
+                z = zero
+                for k in range(D):
+                    z += X[n * D + k] * W0[k * H + j]
+                a1[e] = sig(z)
+            # waits for: every a1 entry before the output phase reads whole rows of it
+            cuda.syncthreads()
+            # Output phase: one (row, output) pair per thread: a2, err, d2, this thread's sum |err|.
+            acc = zero
+            for e in range(tid, N * O, T):
+                n = e // O
+                o = e - n * O
+                z = zero
+                for j in range(H):
+                    z += a1[n * H + j] * cur[j * O + o]
+                a = sig(z)
+                err = y[e] - a
+                d2[e] = err * a * (one - a)
+                acc += abs(err)
+            logged = log_every > 0 and it % log_every == 0
+            if logged:
+                part[tid] = acc
+            # waits for: every d2 entry and |err| partial before the update phase reads them
+            cuda.syncthreads()
+            # Update phase: one weight entry per thread, its gradient summed over the rows in order.
+            for e in range(tid, H * O + D * H, T):
+                if e < H * O:  # W1[j, o] += alpha * sum_n a1[n, j] d2[n, o]
+                    j = e // O
+                    o = e - j * O
+                    g = zero
+                    for n in range(N):
+                        g += a1[n * H + j] * d2[n * O + o]
+                    nxt[e] = cur[e] + alpha * g
+                else:  # W0[k, j] += alpha * sum_n X[n, k] d1[n, j], d1 with W1 before the update
+                    m = e - H * O
+                    k = m // H
+                    j = m - k * H
+                    g = zero
+                    for n in range(N):
+                        back = zero
+                        for o in range(O):
+                            back += d2[n * O + o] * cur[j * O + o]
+                        a = a1[n * H + j]
+                        g += X[n * D + k] * (back * a * (one - a))
+                    W0[m] += alpha * g
+            if logged and tid == 0:
+                s = zero
+                for i in range(T):
+                    s += part[i]
+                losses[it // log_every] = s / count
+            cur, nxt = nxt, cur
+            # waits for: the updated W0 and W1 before the next hidden phase reads them, and every
+            # read of a1, d2 and the partials before the next iteration rewrites them
+            cuda.syncthreads()
+        if iterations % 2 == 1:  # the last update went to W1b
+            for i in range(tid, H * O, T):
+                W1[i] = W1b[i]
+        # waits for: the final W1 in place before a caller copies it out
+        cuda.syncthreads()
+
+    @cuda.jit(device=True)
+    def block2(X, y, W0, d, part, losses, N, alpha, iterations, log_every, count):
+        # 2-layer network: an output phase, then an update phase.
+        tid = cuda.threadIdx.x
+        T = cuda.blockDim.x
+        for it in range(iterations):
+            acc = zero
+            for e in range(tid, N * O, T):
+                n = e // O
+                o = e - n * O
+                z = zero
+                for k in range(D):
+                    z += X[n * D + k] * W0[k * O + o]
+                a = sig(z)
+                err = y[e] - a
+                d[e] = err * a * (one - a)
+                acc += abs(err)
+            logged = log_every > 0 and it % log_every == 0
+            if logged:
+                part[tid] = acc
+            # waits for: every delta and |err| partial before the update phase reads them
+            cuda.syncthreads()
+            for e in range(tid, D * O, T):
+                k = e // O
+                o = e - k * O
+                g = zero
+                for n in range(N):
+                    g += X[n * D + k] * d[n * O + o]
+                W0[e] += alpha * g
+            if logged and tid == 0:
+                s = zero
+                for i in range(T):
+                    s += part[i]
+                losses[it // log_every] = s / count
+            # waits for: the updated W0 before the next output phase reads it, and every read of d
+            # and the partials before the next iteration rewrites them
+            cuda.syncthreads()
+
+    def stage(src, dst, size, tid, T):
+        for i in range(tid, size, T):
+            dst[i] = src[i]
+
+    stage = cuda.jit(device=True)(stage)
+
+    def block3_shared(X, y, W0, W1, losses, N, H, alpha, iterations, log_every, count):
+        sm = cuda.shared.array(0, dtype=st)
+        tid = cuda.threadIdx.x
+        T = cuda.blockDim.x
+        o1 = N * D
+        o2 = o1 + N * O
+        o3 = o2 + D * H
+        o4 = o3 + H * O
+        o5 = o4 + H * O
+        o6 = o5 + N * H
+        o7 = o6 + N * O
+        sX, sy, sW0, sW1, sW1b = sm[0:o1], sm[o1:o2], sm[o2:o3], sm[o3:o4], sm[o4:o5]
+        sa1, sd2, spart = sm[o5:o6], sm[o6:o7], sm[o7 : o7 + T]
+        stage(X, sX, N * D, tid, T)
+        stage(y, sy, N * O, tid, T)
+        stage(W0, sW0, D * H, tid, T)
+        stage(W1, sW1, H * O, tid, T)
+        # waits for: X, y and the weights staged in shared memory
+        cuda.syncthreads()
+        block3(sX, sy, sW0, sW1, sW1b, sa1, sd2, spart, losses, N, H, alpha, iterations, log_every, count)
+        stage(sW0, W0, D * H, tid, T)  # block3 ends with a barrier: the final weights are in place
+        stage(sW1, W1, H * O, tid, T)
+
+    def block3_global(X, y, W0, W1, W1b, a1, d2, part, losses, N, H, alpha, iterations, log_every, count):
+        block3(X, y, W0, W1, W1b, a1, d2, part, losses, N, H, alpha, iterations, log_every, count)
+
+    def block2_shared(X, y, W0, losses, N, alpha, iterations, log_every, count):
+        sm = cuda.shared.array(0, dtype=st)
+        tid = cuda.threadIdx.x
+        T = cuda.blockDim.x
+        o1 = N * D
+        o2 = o1 + N * O
+        o3 = o2 + D * O
+        o4 = o3 + N * O
+        sX, sy, sW0, sd, spart = sm[0:o1], sm[o1:o2], sm[o2:o3], sm[o3:o4], sm[o4 : o4 + T]
+        stage(X, sX, N * D, tid, T)
+        stage(y, sy, N * O, tid, T)
+        stage(W0, sW0, D * O, tid, T)
+        # waits for: X, y and W0 staged in shared memory
+        cuda.syncthreads()
+        block2(sX, sy, sW0, sd, spart, losses, N, alpha, iterations, log_every, count)
+        stage(sW0, W0, D * O, tid, T)  # block2 ends with a barrier: the final W0 is in place
+
+    def block2_global(X, y, W0, d, part, losses, N, alpha, iterations, log_every, count):
+        block2(X, y, W0, d, part, losses, N, alpha, iterations, log_every, count)
+
+    # --- grid phases: device functions shared by the cooperative and the per-phase kernels -------
+    # Work is handed out in block-sized items, item = block, block + blocks, ...: every thread of a
+    # block walks the same items, so the barriers inside the phases are reached by all of them.
+
+    @cuda.jit(device=True)
+    def block_sum(value, sums, out, slot, tid, T):
+        """Fixed-order tree sum of ``value`` over the block into ``out[slot]`` (all threads call)."""
+        sums[tid] = value
+        # waits for: every thread's value before the tree reads them
+        cuda.syncthreads()
+        width = T
+        while width > 1:
+            half = (width + 1) // 2
+            if tid < width - half:
+                sums[tid] += sums[tid + half]
+            # waits for: this level of the tree before the next level reads it
+            cuda.syncthreads()
+            width = half
+        if tid == 0:
+            out[slot] = sums[0]
+
+    @cuda.jit(device=True)
+    def forward3(X, W0, W1, zpart, N, H, hchunk, hchunks, block, blocks, tid, T):
+        # Item (row block rb, hidden chunk c); thread = one row over the chunk's hidden units:
+        # zpart[c, n, :] = sum_{j in c} s(X[n] W0[:, j]) W1[j, :]. a1 is not stored (N x H, the
+        # largest array): the backward phase recomputes it.
+        xr = cuda.local.array(D, dtype=t)
+        z = cuda.local.array(O, dtype=t)
+        rblocks = (N + T - 1) // T
+        for item in range(block, rblocks * hchunks, blocks):
+            rb = item // hchunks
+            c = item - rb * hchunks
+            n = rb * T + tid
+            if n < N:
+                for k in range(D):
+                    xr[k] = X[n * D + k]
+                for o in range(O):
+                    z[o] = zero
+                for j in range(c * hchunk, min(H, (c + 1) * hchunk)):
+                    s = zero
+                    for k in range(D):
+                        s += xr[k] * W0[k * H + j]  # same j across the warp: a broadcast load
+                    a = sig(s)
+                    for o in range(O):
+                        z[o] += a * W1[j * O + o]
+                for o in range(O):
+                    zpart[(c * N + n) * O + o] = z[o]
+
+    @cuda.jit(device=True)
+    def backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, N, H, hchunks, rchunk, logged, block, blocks, tid, T):
+        # Item (hidden block hb, row chunk c); thread = one hidden unit j over the chunk's rows.
+        # The block first finishes a batch of T rows (a2, err, d2 from the hidden chunks' partial
+        # pre-activations, added in chunk order) into shared memory; then every thread recomputes
+        # a1[n, j], d1[n, j] (with W1 before its update) and accumulates its gradient partials.
+        # Every hidden block finishes the same rows the same way: identical d2, and only blocks
+        # with hb = 0 record the rows' |err|.
+        w0 = cuda.local.array(D, dtype=t)
+        w1 = cuda.local.array(O, dtype=t)
+        g0 = cuda.local.array(D, dtype=t)
+        g1 = cuda.local.array(O, dtype=t)
+        hblocks = (H + T - 1) // T
+        rchunks = (N + rchunk - 1) // rchunk
+        for item in range(block, hblocks * rchunks, blocks):
+            hb = item // rchunks
+            c = item - hb * rchunks
+            j = hb * T + tid
+            live = j < H
+            for k in range(D):
+                w0[k] = W0[k * H + j] if live else zero
+                g0[k] = zero
+            for o in range(O):
+                w1[o] = W1[j * O + o] if live else zero
+                g1[o] = zero
+            acc = zero
+            n0 = c * rchunk
+            n1 = min(N, n0 + rchunk)
+            for base in range(n0, n1, T):
+                n = base + tid
+                if n < n1:
+                    for o in range(O):
+                        s = zero
+                        for h in range(hchunks):
+                            s += zpart[(h * N + n) * O + o]
+                        a = sig(s)
+                        err = y[n * O + o] - a
+                        d2s[tid * O + o] = err * a * (one - a)
+                        acc += abs(err)
+                # waits for: this batch's d2 rows in shared memory
+                cuda.syncthreads()
+                if live:
+                    for m in range(min(T, n1 - base)):
+                        r = base + m
+                        s = zero
+                        for k in range(D):
+                            s += X[r * D + k] * w0[k]  # same row across the warp: a broadcast load
+                        a = sig(s)
+                        back = zero
+                        for o in range(O):
+                            dv = d2s[m * O + o]
+                            back += dv * w1[o]
+                            g1[o] += a * dv
+                        d1 = back * a * (one - a)
+                        for k in range(D):
+                            g0[k] += X[r * D + k] * d1
+                # waits for: every thread's reads of this batch before the next batch overwrites it
+                cuda.syncthreads()
+            if live:  # consecutive threads write consecutive j: coalesced
+                for k in range(D):
+                    g0part[(c * D + k) * H + j] = g0[k]
+                for o in range(O):
+                    g1part[(c * H + j) * O + o] = g1[o]
+            if logged and hb == 0:
+                block_sum(acc, sums, errpart, c, tid, T)
+
+    @cuda.jit(device=True)
+    def forward2(X, y, W0, d, errpart, sums, N, logged, block, blocks, tid, T):
+        # 2-layer network. Item = a block of T rows; thread = one row: a = s(X[n] W0), err, d.
+        rblocks = (N + T - 1) // T
+        for rb in range(block, rblocks, blocks):
+            n = rb * T + tid
+            acc = zero
+            if n < N:
+                for o in range(O):
+                    s = zero
+                    for k in range(D):
+                        s += X[n * D + k] * W0[k * O + o]
+                    a = sig(s)
+                    err = y[n * O + o] - a
+                    d[n * O + o] = err * a * (one - a)
+                    acc += abs(err)
+            if logged:
+                block_sum(acc, sums, errpart, rb, tid, T)
+
+    @cuda.jit(device=True)
+    def backward2(X, d, g0part, N, rchunk, block, blocks, tid, T):
+        # 2-layer network. Item (weight block, row chunk c); thread = one W0 entry (k, o) summed
+        # over the chunk's rows.
+        wblocks = (D * O + T - 1) // T
+        rchunks = (N + rchunk - 1) // rchunk
+        for item in range(block, wblocks * rchunks, blocks):
+            wb = item // rchunks
+            c = item - wb * rchunks
+            e = wb * T + tid
+            if e < D * O:
+                k = e // O
+                o = e - k * O
+                g = zero
+                for n in range(c * rchunk, min(N, (c + 1) * rchunk)):
+                    g += X[n * D + k] * d[n * O + o]
+                g0part[c * D * O + e] = g
+
+    @cuda.jit(device=True)
+    def update(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count, thread, threads):
+        # Thread = one weight entry: W += alpha * (the chunks' partial gradients, in chunk order).
+        # Thread 0 also adds the |err| partials, in order, into the logged mean.
+        n0 = W0.size
+        for i in range(thread, n0 + n1, threads):
+            if i < n0:
+                g = zero
+                for c in range(chunks):
+                    g += g0part[c * n0 + i]
+                W0[i] += alpha * g
+            else:
+                m = i - n0
+                g = zero
+                for c in range(chunks):
+                    g += g1part[c * n1 + m]
+                W1[m] += alpha * g
+        if thread == 0 and slot >= 0:
+            s = zero
+            for b in range(nerr):
+                s += errpart[b]
+            losses[slot] = s / count
+
+    # --- one cooperative grid: the whole run in one launch ---------------------------------------
+
+    def grid3(X, y, W0, W1, zpart, g0part, g1part, errpart, losses, N, H, hchunk, hchunks, rchunk, alpha, iterations, log_every, count):
+        grid = cuda.cg.this_grid()
+        sm = cuda.shared.array(0, dtype=st)
+        tid = cuda.threadIdx.x
+        T = cuda.blockDim.x
+        block = cuda.blockIdx.x
+        blocks = cuda.gridDim.x
+        d2s, sums = sm[0 : T * O], sm[T * O : T * O + T]
+        rchunks = (N + rchunk - 1) // rchunk
+        for it in range(iterations):
+            logged = log_every > 0 and it % log_every == 0
+            forward3(X, W0, W1, zpart, N, H, hchunk, hchunks, block, blocks, tid, T)
+            # waits for: every hidden chunk's partial pre-activations before any row is finished
+            grid.sync()
+            backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, N, H, hchunks, rchunk, logged, block, blocks, tid, T)
+            # waits for: every row chunk's gradient (and |err|) partials before they are added, and
+            # every read of W0 and W1 before the update rewrites them
+            grid.sync()
+            slot = it // log_every if logged else -1
+            update(W0, g0part, W1, g1part, H * O, rchunks, alpha, errpart, rchunks, losses, slot, count, block * T + tid, blocks * T)
+            # waits for: the updated weights before the next forward phase reads them (the partial
+            # arrays are next written after this barrier, and read only before it)
+            grid.sync()
+
+    def grid2(X, y, W0, d, g0part, errpart, losses, N, rchunk, alpha, iterations, log_every, count):
+        grid = cuda.cg.this_grid()
+        sm = cuda.shared.array(0, dtype=st)
+        tid = cuda.threadIdx.x
+        T = cuda.blockDim.x
+        block = cuda.blockIdx.x
+        blocks = cuda.gridDim.x
+        sums = sm[0:T]
+        rchunks = (N + rchunk - 1) // rchunk
+        rblocks = (N + T - 1) // T
+        for it in range(iterations):
+            logged = log_every > 0 and it % log_every == 0
+            forward2(X, y, W0, d, errpart, sums, N, logged, block, blocks, tid, T)
+            # waits for: every row's delta (and the blocks' |err| sums) before the gradient reads them
+            grid.sync()
+            backward2(X, d, g0part, N, rchunk, block, blocks, tid, T)
+            # waits for: every row chunk's gradient partials, and every read of W0 and d
+            grid.sync()
+            slot = it // log_every if logged else -1
+            update(W0, g0part, W0, g0part, 0, rchunks, alpha, errpart, rblocks, losses, slot, count, block * T + tid, blocks * T)
+            # waits for: the updated W0 before the next forward phase reads it
+            grid.sync()
+
+    # --- the same phases as separate launches (no cooperative launch on this device) -------------
+
+    def forward3_phase(X, W0, W1, zpart, N, H, hchunk, hchunks):
+        forward3(X, W0, W1, zpart, N, H, hchunk, hchunks, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, cuda.blockDim.x)
+
+    def backward3_phase(X, y, W0, W1, zpart, g0part, g1part, errpart, N, H, hchunks, rchunk, logged):
+        sm = cuda.shared.array(0, dtype=st)
+        T = cuda.blockDim.x
+        d2s, sums = sm[0 : T * O], sm[T * O : T * O + T]
+        backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, N, H, hchunks, rchunk, logged,
+                  cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)  # fmt: skip
+
+    def forward2_phase(X, y, W0, d, errpart, N, logged):
+        sm = cuda.shared.array(0, dtype=st)
+        T = cuda.blockDim.x
+        forward2(X, y, W0, d, errpart, sm[0:T], N, logged, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)
+
+    def backward2_phase(X, d, g0part, N, rchunk):
+        backward2(X, d, g0part, N, rchunk, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, cuda.blockDim.x)
+
+    def update_phase(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count):
+        update(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count, cuda.grid(1), cuda.gridsize(1))
+
+    s = lambda *args: _signature(dtype, *args)  # noqa: E731
+    B, G = BLOCK_MAX_THREADS, GRID_THREADS
+    return {
+        # X, y, W0, W1, losses, N, H, alpha, iterations, log_every, count
+        "block3_shared": Kernel(block3_shared, s(*"aaaaLiifiic"), B),
+        # X, y, W0, W1, W1b, a1, d2, part, losses, N, H, alpha, iterations, log_every, count
+        "block3_global": Kernel(block3_global, s(*"aaaaaaaaLiifiic"), B),
+        # X, y, W0, losses, N, alpha, iterations, log_every, count
+        "block2_shared": Kernel(block2_shared, s(*"aaaLifiic"), B),
+        # X, y, W0, d, part, losses, N, alpha, iterations, log_every, count
+        "block2_global": Kernel(block2_global, s(*"aaaaaLifiic"), B),
+        # X, y, W0, W1, zpart, g0part, g1part, errpart, losses, N, H, hchunk, hchunks, rchunk,
+        # alpha, iterations, log_every, count
+        "grid3": Kernel(grid3, s(*"aaaaaaaaLiiiiifiic"), G),
+        # X, y, W0, d, g0part, errpart, losses, N, rchunk, alpha, iterations, log_every, count
+        "grid2": Kernel(grid2, s(*"aaaaaaLiifiic"), G),
+        # X, W0, W1, zpart, N, H, hchunk, hchunks
+        "forward3_phase": Kernel(forward3_phase, s(*"aaaaiiii"), G),
+        # X, y, W0, W1, zpart, g0part, g1part, errpart, N, H, hchunks, rchunk, logged
+        "backward3_phase": Kernel(backward3_phase, s(*"aaaaaaaaiiiib"), G),
+        # X, y, W0, d, errpart, N, logged
+        "forward2_phase": Kernel(forward2_phase, s(*"aaaaaib"), G),
+        # X, d, g0part, N, rchunk
+        "backward2_phase": Kernel(backward2_phase, s(*"aaaii"), G),
+        # W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count
+        "update_phase": Kernel(update_phase, s(*"aaaaiifaiLic"), G),
+    }
