@@ -17,20 +17,22 @@ class Entry:
     name: str
     module: str
     summary: str
+    package: str | None = None  # the library that runs the loop (its distribution name), for `library`
 
 
 REGISTRY: dict[str, Entry] = {
     e.name: e
     for e in (
-        Entry("python", "backends.pure_python", "pure Python lists and math: the definition of the loop"),
-        Entry("numpy", "backends.numpy_ref", "idiomatic NumPy loop: the agreement reference and speed baseline"),
-        Entry("numba-cpu", "backends.numba_cpu", "Numba @njit, whole loop compiled, one thread"),
-        Entry("numba-parallel", "backends.numba_parallel", "Numba @njit(parallel=True), prange over rows"),
-        Entry("numba-cuda", "backends.numba_cuda", "Numba @cuda.jit kernels on an NVIDIA GPU"),
-        Entry("jax", "backends.jax_xla", "JAX jit with the whole loop in lax.fori_loop"),
-        Entry("torch", "backends.torch_eager", "PyTorch eager, no_grad, manual update rule"),
-        Entry("torch-compile", "backends.torch_compiled", "PyTorch with the iteration under torch.compile"),
-        Entry("cupy", "backends.cupy_gpu", "CuPy arrays on an NVIDIA GPU"),
+        Entry("python", "backends.pure_python", "pure Python lists and math: the definition of the loop", "python"),
+        Entry("numpy", "backends.numpy_ref", "idiomatic NumPy loop: the agreement reference and speed baseline", "numpy"),
+        Entry("numba-cpu", "backends.numba_cpu", "Numba @njit, whole loop compiled, one thread", "numba"),
+        Entry("numba-parallel", "backends.numba_parallel", "Numba @njit(parallel=True), prange over rows", "numba"),
+        Entry("numba-cuda", "backends.numba_cuda", "Numba @cuda.jit kernels on an NVIDIA GPU, compiled by numba-cuda", "numba-cuda"),
+        Entry("numba-cuda-mlir", "backends.numba_cuda_mlir", "the numba-cuda kernels compiled by numba-cuda-mlir", "numba-cuda-mlir"),
+        Entry("jax", "backends.jax_xla", "JAX jit with the whole loop in lax.fori_loop", "jax"),
+        Entry("torch", "backends.torch_eager", "PyTorch eager, no_grad, manual update rule", "torch"),
+        Entry("torch-compile", "backends.torch_compiled", "PyTorch with the iteration under torch.compile", "torch"),
+        Entry("cupy", "backends.cupy_gpu", "CuPy arrays on an NVIDIA GPU", "cupy"),
     )
 }
 
@@ -70,6 +72,25 @@ def load(name: str) -> ModuleType:
     except KeyError:
         raise UnknownBackend(name) from None
     return importlib.import_module(entry.module)
+
+
+def library(name: str) -> str:
+    """The library (and its version) that runs backend ``name``'s loop, e.g. 'numba 0.68.1'."""
+    package = REGISTRY[name].package
+    if package is None:  # a plugin: not known
+        return ""
+    if package == "python":
+        import platform
+
+        return f"python {platform.python_version()}"
+    from importlib import metadata
+
+    for dist in (package, f"{package}-cuda13x", f"{package}-cuda12x"):  # cupy's wheels name the CUDA major
+        try:
+            return f"{package} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return f"{package} (version unknown)"
 
 
 def availability(name: str) -> str | None:

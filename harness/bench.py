@@ -256,9 +256,10 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
             preset.min_time, MAX_ITERATIONS,
         )  # fmt: skip
         reply = worker.call(("point", request, reference), timeout=max(plan.timeout, 10 * preset.point_budget))
+        reply["library"] = worker.ready.get("library", "")
         if reply["status"] != "ok":
             skip(backend, reply["status"], reply.get("reason", ""), compile_seconds=reply.get("compile_seconds", ""),
-                 max_rel_error=reply.get("max_rel_error", ""))  # fmt: skip
+                 max_rel_error=reply.get("max_rel_error", ""), library=reply["library"])  # fmt: skip
             if not worker.alive:
                 workers.pop(backend, None)
             continue
@@ -287,7 +288,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
     for backend, info in active.items():
         common = dict(
             iterations=info["iterations"], compile_seconds=info["compile_seconds"],
-            max_rel_error=info["max_rel_error"], threads=info.get("threads") or "",
+            max_rel_error=info["max_rel_error"], threads=info.get("threads") or "", library=info["library"],
         )  # fmt: skip
         if backend in failed:
             reply = failed[backend]

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = (
-    "numpy", "scipy", "numba", "llvmlite", "numba-cuda", "pandas", "matplotlib",
+    "numpy", "scipy", "numba", "llvmlite", "numba-cuda", "numba-cuda-mlir", "pandas", "matplotlib",
     "jax", "jaxlib", "torch", "cupy-cuda12x", "cupy-cuda13x", "cupy",
 )  # fmt: skip
 ENV_PREFIXES = ("OPENBLAS_", "NUMBA_", "OMP_", "MKL_", "XLA_", "JAX_", "CUDA_VISIBLE_DEVICES", "TORCH_")

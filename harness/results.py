@@ -33,7 +33,12 @@ COLUMNS = [
     "machine",
     "commit",
     "timestamp",
+    "library",  # the library (and version) that ran the loop, e.g. "numba-cuda 0.30.4": a CUDA compiler's row says which
 ]
+#: Columns added after the first results were stored, oldest first. A runs.csv whose header is
+#: COLUMNS without a tail of these is read with the missing columns empty, and is upgraded (the
+#: header and every row padded, rewritten once, atomically) before new rows are appended to it.
+ADDED_COLUMNS = ["library"]
 STATUSES = ("ok", "skipped", "failed", "invalid", "unhealthy", "timeout", "crashed")
 RUNS = "runs.csv"
 MACHINE = "machine.json"
@@ -51,7 +56,9 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         with open(path, newline="") as fh:
             header = next(csv.reader(fh), None)
         if header != COLUMNS:
-            raise ResultsError(f"{path}: header does not match this version's columns; use another --out")
+            if not older_layout(header):
+                raise ResultsError(f"{path}: header does not match this version's columns; use another --out")
+            upgrade(path, header)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
     if new:
@@ -65,6 +72,30 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def older_layout(header: list[str] | None) -> bool:
+    """True if ``header`` is this version's columns less a tail of ADDED_COLUMNS."""
+    return any(header == COLUMNS[: len(COLUMNS) - k] for k in range(1, len(ADDED_COLUMNS) + 1))
+
+
+def upgrade(path: Path, header: list[str]) -> None:
+    """Rewrite a runs.csv of an older layout with this version's header, rows padded with empty
+    values (atomically: a kill leaves the old file or the new one). Lines with the wrong number
+    of fields are kept as they are (``read_runs`` reports them)."""
+    pad = len(COLUMNS) - len(header)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    with open(path, newline="") as fh:
+        lines = fh.read().splitlines()
+    for line in lines[1:]:
+        fields = next(csv.reader([line]), [])
+        if len(fields) == len(header):
+            writer.writerow(fields + [""] * pad)
+        else:
+            buffer.write(line + "\n")
+    write_atomic(path, buffer.getvalue())
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
@@ -112,15 +143,17 @@ def read_runs(path: Path):
     if not lines:
         return pd.DataFrame(columns=COLUMNS), []
     header = next(csv.reader([lines[0]]))
-    missing = [c for c in COLUMNS if c not in header]
+    missing = [c for c in COLUMNS if c not in header and c not in ADDED_COLUMNS]
     if missing:
         raise ResultsError(f"{path}: missing columns {', '.join(missing)}")
+    absent = [c for c in ADDED_COLUMNS if c not in header]
     good, bad = [], []
     for number, fields in enumerate(csv.reader(lines[1:]), start=2):
         if len(fields) != len(header):
             bad.append(number)
             continue
         row = dict(zip(header, fields))
+        row.update(dict.fromkeys(absent, ""))
         try:
             for col in ("batch", "hidden", "iterations", "repeat"):
                 row[col] = int(row[col])
@@ -133,7 +166,7 @@ def read_runs(path: Path):
             continue
         row["validated"] = row["validated"] in ("True", "true", "1")
         good.append(row)
-    frame = pd.DataFrame(good, columns=header if good else COLUMNS)
+    frame = pd.DataFrame(good, columns=[*header, *absent] if good else COLUMNS)
     return frame, bad
 
 
@@ -161,6 +194,6 @@ def rows_from_pytest_benchmark(data: dict, machine: str) -> list[dict]:
                 "compile_seconds": "", "status": "ok" if validated else "invalid",
                 "reason": "" if validated else "agreement not recorded or above tolerance",
                 "max_rel_error": "" if error is None else error, "validated": validated, "threads": "",
-                "machine": machine, "commit": commit, "timestamp": data.get("datetime", ""),
+                "machine": machine, "commit": commit, "timestamp": data.get("datetime", ""), "library": "",
             })  # fmt: skip
     return rows

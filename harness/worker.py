@@ -155,7 +155,7 @@ def _serve(conn, backend: str, threads: int | None) -> None:
     except Exception as exc:
         conn.send({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
         return
-    conn.send({"status": "ready"})
+    conn.send({"status": "ready", "library": backends.library(backend)})
     while True:
         try:
             request = conn.recv()

@@ -1,10 +1,16 @@
-"""The `numba-cuda` kernels through the real CUDA toolchain, without a GPU.
+"""The CUDA kernels through the real CUDA toolchains, without a GPU, on numpy 2.5's namespace.
 
 The simulator (test_numba_cuda.py) checks what the kernels compute; it does not compile them. Here
-``harness.cuda_ptx`` compiles every kernel with NVVM and ptxas (nvJitLink) for the oldest and the
-newest architecture CUDA 13 supports, in a process with the simulator off, so a construct the real
-CUDA target rejects, or a kernel whose launch would run out of registers, fails CI instead of the
-first session that has a GPU.
+``harness.cuda_ptx`` compiles every kernel with numba-cuda (NVVM) and numba-cuda-mlir, each
+followed by ptxas (nvJitLink, with the device runtime for the grid-sync kernels), for the oldest
+and the newest architecture CUDA 13 supports, in processes with the simulator off. So a construct
+the real CUDA target rejects, a kernel whose launch would run out of registers or that spills
+fails CI instead of the first session that has a GPU.
+
+numpy 2.5 is not installable here, so these processes stand in for it: they delete
+``numpy.row_stack`` (the function numpy 2.5 removed, whose absence breaks every numba-cuda
+0.30 compile) before anything imports numba. ``test_the_stand_in_breaks_numba_cuda_without_the_alias``
+shows that the stand-in does reproduce the break.
 """
 
 from __future__ import annotations
@@ -15,42 +21,137 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.cuda_ptx import MULTI, SINGLE
+import pytest
+
+from backends._cuda_compiler import COMPILERS
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHS = ("7.5", "9.0")
 REGISTERS_PER_BLOCK = 65536  # 64K 32-bit registers per block on every architecture from sm_50 to sm_120
+#: numpy 2.5 stand-in: the removed function is gone before numba-cuda can look for it.
+WITHOUT_ROW_STACK = "import numpy; del numpy.row_stack; "
 
 
-def compile_records(*extra: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+def _mlir_missing() -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec("numba_cuda_mlir") else "numba-cuda-mlir is not installed (pip install numba-cuda-mlir)"
+
+
+def _python(code: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0", "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "harness.cuda_ptx", "--json", *extra]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return proc, records
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO)  # fmt: skip
 
 
-def test_every_kernel_compiles_for_real_architectures():
-    proc, records = compile_records(*(f"--arch={a}" for a in ARCHS))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _cuda_ptx(*args: str, stand_in: bool = True) -> subprocess.Popen:
+    code = (WITHOUT_ROW_STACK if stand_in else "") + (
+        "import runpy, sys; sys.argv[0] = 'harness.cuda_ptx'; runpy.run_module('harness.cuda_ptx', run_name='__main__')"
+    )
+    return _python(code, *args)
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[str, tuple[int, str, list[dict]]]:
+    """Every kernel compiled for ARCHS by each installed compiler (in parallel processes)."""
+    compilers = [c for c in COMPILERS if c == "numba-cuda" or not _mlir_missing()]
+    # numba-cuda-mlir registers np.row_stack only for (2, 0) <= numpy < (2, 5), by numpy's version:
+    # on this numpy (< 2.5) the stand-in would break it where numpy 2.5 does not. It runs as is.
+    procs = {
+        c: _cuda_ptx("--json", f"--compiler={c}", *(f"--arch={a}" for a in ARCHS), stand_in=c == "numba-cuda")
+        for c in compilers
+    }
+    out = {}
+    for compiler, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=900)
+        records = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+        out[compiler] = (proc.returncode, stderr, records)
+    return out
+
+
+def _check_every_kernel(result: tuple[int, str, list[dict]], compiler: str) -> None:
+    code, stderr, records = result
+    assert code == 0, stderr[-3000:]
+    kernels = _kernel_names()
     got = {(r["arch"], r["dtype"], r["D"], r["O"], r["kernel"]) for r in records}
     for arch in ARCHS:
         sm = "sm_" + arch.replace(".", "")
         for dtype in ("float64", "float32"):
-            assert {(sm, dtype, 3, 1, k) for k in SINGLE + MULTI} <= got
-            assert {(sm, dtype, 5, 3, k) for k in MULTI} <= got
+            for D, O in ((3, 1), (5, 3)):
+                assert {(sm, dtype, D, O, k) for k in kernels} <= got, (compiler, sm, dtype, D, O)
     for r in records:
+        assert r["compiler"] == compiler
         # A launch of launch_bound threads must fit the register file, or it fails with
-        # CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on the device.
+        # CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on the device; and nothing spills at that bound.
         assert isinstance(r["registers"], int) and r["registers"] > 0, r
         assert r["registers"] * r["launch_bound"] <= REGISTERS_PER_BLOCK, r
+        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
+
+
+def _kernel_names() -> tuple[str, ...]:
+    # The kernel table's names without loading a compiler into this (simulator) process.
+    import ast
+
+    tree = ast.parse((REPO / "backends" / "_cuda_kernels.py").read_text())
+    names: dict[str, tuple] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            target = node.targets[0].id
+            if target in ("BLOCK_KERNELS", "GRID_KERNELS", "PHASE_KERNELS"):
+                names[target] = ast.literal_eval(node.value)
+    return names["BLOCK_KERNELS"] + names["GRID_KERNELS"] + names["PHASE_KERNELS"]
+
+
+def test_every_kernel_compiles_with_numba_cuda_on_numpy_2_5(compiled):
+    _check_every_kernel(compiled["numba-cuda"], "numba-cuda")
+
+
+@pytest.mark.skipif(_mlir_missing() is not None, reason=f"{_mlir_missing()}; CI installs it with the test extra")
+def test_every_kernel_compiles_with_numba_cuda_mlir(compiled):
+    """The same kernel source and signatures as numba-cuda's, through the successor compiler."""
+    _check_every_kernel(compiled["numba-cuda-mlir"], "numba-cuda-mlir")
+
+
+def test_the_grid_kernels_are_cooperative():
+    """The grid kernels sync the whole grid (so they are launched cooperatively), the others not."""
+    code = WITHOUT_ROW_STACK + """
+from harness.cuda_ptx import _target
+from backends._cuda_compiler import import_cuda, load_kernels
+cuda = import_cuda("numba-cuda")
+source = load_kernels("numba-cuda")
+with _target("numba-cuda", (9, 0)):
+    for name, k in source.kernels("float64", 3, 1).items():
+        ptx, _ = cuda.compile_ptx(k.pyfunc, k.signature, cc=(9, 0))
+        print(name, "cudaCGSynchronize" in ptx)
+"""
+    proc = _python(code)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    syncs = dict(line.split() for line in stdout.splitlines())
+    assert {name for name, grid in syncs.items() if grid == "True"} == {"grid3", "grid2"}
+
+
+def test_the_stand_in_breaks_numba_cuda_without_the_alias():
+    """Without backends._cuda_compiler's alias, numba-cuda fails on the stand-in as on numpy 2.5."""
+    code = WITHOUT_ROW_STACK + """
+from numba import cuda
+def kernel(x):
+    x[0] = 1.0
+cuda.compile_ptx(kernel, "void(float64[::1])", cc=(9, 0))
+"""
+    proc = _python(code)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "AttributeError" in stderr and "row_stack" in stderr
 
 
 def test_bad_architecture_is_one_line():
-    proc, records = compile_records("--arch=nine")
-    assert proc.returncode == 2 and not records
-    assert "not an architecture" in proc.stderr and "Traceback" not in proc.stderr
-    proc, records = compile_records("--arch=5.0")  # Maxwell: CUDA 13 starts at sm_75
-    assert proc.returncode == 1 and not records
-    assert proc.stderr.startswith("error: sm_50") and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = _cuda_ptx("--json", "--arch=nine")
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and not stdout
+    assert "not an architecture" in stderr and "Traceback" not in stderr
+    proc = _cuda_ptx("--json", "--arch=5.0")  # Maxwell: CUDA 13 starts at sm_75
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and not stdout.strip()
+    assert stderr.startswith("error: numba-cuda sm_50") and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
