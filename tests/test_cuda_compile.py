@@ -13,6 +13,8 @@ numpy 2.5 is not installable here, so these processes stand in for it: they dele
 shows that the stand-in does reproduce the break.
 """
 
+# ruff: noqa: E741 (D and O as in SPEC.md)
+
 from __future__ import annotations
 
 import json
