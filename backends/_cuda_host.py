@@ -22,7 +22,7 @@ import numpy as np
 
 from backends import _cuda_plan
 from backends._cuda_compiler import import_cuda, load_kernels, version
-from backends.base import Problem, TrainResult, UnsupportedProblem, check_dtype, n_logged
+from backends.base import DeviceFault, Problem, TrainResult, UnsupportedProblem, check_dtype, n_logged
 
 #: Under the simulator every GPU thread is a Python thread: blocks of this many threads at most.
 SIMULATOR_THREADS = 8
@@ -122,6 +122,17 @@ class CudaBackend:
             self._compiled[key] = self.cuda.jit(spec.signature, **options)(spec.pyfunc)
         return self._compiled[key]
 
+    def admit(self, needed: int) -> None:
+        """Refuse (UnsupportedProblem) a run whose device arrays would not fit in free device memory."""
+        if self.simulated:
+            return
+        try:
+            free, _ = self.cuda.current_context().get_memory_info()
+        except Exception:  # no memory query on this compiler: the allocation itself will say
+            return
+        if needed > 0.9 * free:
+            raise UnsupportedProblem(f"needs ~{needed / 2**30:.2f} GiB of device memory, {free / 2**30:.2f} GiB free")
+
     def cooperative_blocks(self, kernel, threads: int, shared: int) -> int | None:
         """Most co-resident blocks of ``kernel`` (registers included), where the compiler says."""
         if self.simulated:
@@ -139,6 +150,15 @@ class CudaBackend:
     # --- the backend protocol -----------------------------------------------------------------
 
     def prepare(self, problem: Problem) -> dict:
+        try:
+            return self._prepare(problem)
+        except Exception as exc:
+            fault = _fault(exc, "preparing the run")
+            if fault is exc:
+                raise
+            raise fault from exc
+
+    def _prepare(self, problem: Problem) -> dict:
         check_dtype(self.DTYPES, problem, self.compiler)
         if len(problem.weights) > 2:
             raise UnsupportedProblem(
@@ -160,6 +180,7 @@ class CudaBackend:
             if probe.path == "grid":
                 cap = self.cooperative_blocks(self.kernel(dtype, D, O, grid_name), probe.threads, probe.shared_bytes)
         plan = _cuda_plan.plan(problem.sizes, N, item, props, cap)
+        self.admit(_cuda_plan.device_bytes(problem.sizes, N, item, plan))
 
         def flat(a) -> object:
             return cuda.to_device(np.ascontiguousarray(a, dtype=t).ravel())
@@ -232,6 +253,11 @@ class CudaBackend:
                 else:
                     _run_persistent(state, iterations, log_every, losses)
             self.cuda.synchronize()
+        except Exception as exc:
+            fault = _fault(exc, f"running the {state['path']} path")
+            if fault is exc:
+                raise
+            raise fault from exc
         finally:
             if self.simulated:
                 sys.setswitchinterval(switch)
@@ -243,6 +269,18 @@ class CudaBackend:
         parts = [losses.copy_to_host()[:count] for losses, count in state["losses"]]
         losses = np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
         return TrainResult(weights, losses)
+
+
+def _fault(exc: Exception, doing: str) -> Exception:
+    """A CUDA driver or launch error as a DeviceFault (one line, what was being done); other
+    exceptions (UnsupportedProblem, a bug) unchanged."""
+    if isinstance(exc, (UnsupportedProblem, DeviceFault)):
+        return exc
+    module = type(exc).__module__ or ""
+    if "cudadrv" in module or type(exc).__name__.startswith("Cuda"):
+        message = " ".join(str(exc).split())
+        return DeviceFault(f"{type(exc).__name__} while {doing}: {message}")
+    return exc
 
 
 def _ceil(a: int, b: int) -> int:

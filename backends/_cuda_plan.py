@@ -143,6 +143,18 @@ def grid_words(sizes: tuple[int, ...], T: int) -> int:
     return T * O + T
 
 
+def device_bytes(sizes: tuple[int, ...], N: int, itemsize: int, layout: Plan) -> int:
+    """Device memory a run allocates: inputs, weights, scratch and partial sums (losses aside)."""
+    D, H, O = split_sizes(sizes)
+    words = N * D + N * O + D * max(H, O) + H * O  # X, y, weights
+    if layout.path == "block":
+        if not layout.shared_bytes:
+            words += H * O + N * H + N * O + layout.threads if H else N * O + layout.threads
+    else:
+        words += layout.hchunks * N * O + layout.rchunks * (D * max(H, O) + H * O) + layout.rchunks + 2 * N * O
+    return words * itemsize
+
+
 def resident_blocks(props: dict, threads: int, shared_bytes: int) -> int:
     """Blocks of ``threads`` threads the whole device holds at once (registers aside: the host
     caps this with the compiled kernel's occupancy, ``max_cooperative_grid_blocks``)."""

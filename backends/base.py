@@ -27,6 +27,12 @@ class UnsupportedProblem(ValueError):
     """The backend cannot run this problem (dtype, depth, size); the message says why."""
 
 
+class DeviceFault(RuntimeError):
+    """The accelerator reported an error (a launch it refused, memory it lacked, a kernel that
+    faulted): its state is unknown, so the process that saw it must run nothing more on it. The
+    harness records the point as ``crashed`` with this message and starts a fresh worker."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """Inputs, targets, initial weights and learning rate of one training run.

@@ -260,8 +260,8 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         if reply["status"] != "ok":
             skip(backend, reply["status"], reply.get("reason", ""), compile_seconds=reply.get("compile_seconds", ""),
                  max_rel_error=reply.get("max_rel_error", ""), library=reply["library"])  # fmt: skip
-            if not worker.alive:
-                workers.pop(backend, None)
+            if reply.get("fatal") or not worker.alive:
+                workers.pop(backend).kill()
             continue
         predictor.add(backend, dtype, work, reply["seconds_per_iteration"])
         active[backend] = reply
@@ -280,8 +280,8 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
             reply = workers[backend].call(("repeat",), timeout=max(plan.timeout, 20 * expected))
             if reply["status"] != "ok":
                 failed[backend] = reply
-                if not workers[backend].alive:
-                    workers.pop(backend, None)
+                if reply.get("fatal") or not workers[backend].alive:
+                    workers.pop(backend).kill()
                 continue
             timings[backend].append(reply)
 

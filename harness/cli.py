@@ -103,7 +103,7 @@ def build_parser() -> Parser:
     imp.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
     imp.add_argument("--machine", help="results folder name (default: from the hardware)")
 
-    floor = sub.add_parser("floor", help="measure this machine's ceilings and print the floor per point")
+    floor = sub.add_parser("floor", help="measure this machine's ceilings (and its GPU's) and print the floor per point")
     floor.add_argument("--batch", type=int_list, default=[4**k for k in range(1, 9)])
     floor.add_argument("--hidden", type=int_list, default=[4**k for k in range(1, 7)])
     floor.add_argument("--dtype", choices=list(DTYPES), default="float64")
@@ -252,6 +252,8 @@ def cmd_bench(args) -> int:
     except ImportError as exc:
         measure_ceilings = None
         print(f"note: floor ceilings not measured ({exc})", file=sys.stderr)
+    if any(name in CUDA_BACKENDS for name in names):
+        extra["ceilings"] = {**extra.get("ceilings", {}), **_gpu_ceilings()}
     info = fingerprint(extra)
     results.write_machine(directory, info)
     plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
@@ -269,6 +271,29 @@ def cmd_bench(args) -> int:
     if not args.no_plots:
         return cmd_plot(argparse.Namespace(results=args.out))
     return 0
+
+
+CUDA_BACKENDS = ("numba-cuda", "numba-cuda-mlir")
+
+
+def _gpu_ceilings() -> dict:
+    """The GPU ceilings (harness.gpu_floor), measured in a child process: this process imports no
+    backend library. Nothing where there is no NVIDIA GPU or it cannot be measured (with a note)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        print("note: GPU ceilings not measured (no nvidia-smi: no NVIDIA GPU here)", file=sys.stderr)
+        return {}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "harness.gpu_floor", "--json"], capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout)
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    except (subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+    print(f"note: GPU ceilings not measured ({why})", file=sys.stderr)
+    return {}
 
 
 def cmd_plot(args) -> int:
@@ -295,6 +320,15 @@ def cmd_floor(args) -> int:
     print("batch    " + "".join(f"{h:>11}" for h in args.hidden))
     for n in args.batch:
         print(f"{n:<9}" + "".join(f"{floor_seconds(n, h, args.dtype, ceilings):>11.3g}" for h in args.hidden))
+    gpu = _gpu_ceilings()  # measured in a child process where there is an NVIDIA GPU; else a note
+    if gpu:
+        from harness.gpu_floor import gpu_floor_seconds
+
+        print(json.dumps(gpu, indent=1))
+        print(f"GPU floor, seconds per iteration ({args.dtype}); rows: batch, columns: hidden")
+        print("batch    " + "".join(f"{h:>11}" for h in args.hidden))
+        for n in args.batch:
+            print(f"{n:<9}" + "".join(f"{gpu_floor_seconds(n, h, args.dtype, gpu):>11.3g}" for h in args.hidden))
     return 0
 
 

@@ -42,6 +42,7 @@ BACKEND_STYLE: dict[str, tuple[str, str]] = {
     "numba-cpu": ("#E69F00", "s"),
     "numba-parallel": ("#D55E00", "D"),
     "numba-cuda": ("#009E73", "^"),
+    "numba-cuda-mlir": ("#44AA99", "<"),
     "jax": ("#CC79A7", "v"),
     "torch": ("#0072B2", "P"),
     "torch-compile": ("#56B4E9", "*"),
@@ -49,7 +50,7 @@ BACKEND_STYLE: dict[str, tuple[str, str]] = {
 }
 _FALLBACK_COLOURS = ("#8c564b", "#bcbd22", "#17becf", "#e377c2", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 REFERENCE = "numpy"  # speedups and crossovers are measured against it
-GPU_BACKENDS = ("numba-cuda", "cupy")
+GPU_BACKENDS = ("numba-cuda", "numba-cuda-mlir", "cupy")
 MACHINE_STYLES = ("-", "--", ":", "-.")
 POINT = ["source", "backend", "dtype", "batch", "hidden"]
 NUMERIC = ("batch", "hidden", "iterations", "seconds", "compile_seconds")

@@ -8,7 +8,9 @@ each point), so the README's tables can be regenerated from stored results with 
 * the Numba targets (docs/performance.md): the best Numba CPU backend against NumPy at every
   point, and for N*H >= 2^20 against the measured floor and against JAX;
 * `numba-parallel` over `numba-cpu`;
-* on a GPU machine, `numba-cuda` over the best Numba CPU backend at the largest point measured.
+* on a GPU machine, the CUDA backends (`numba-cuda`, `numba-cuda-mlir`) over the best Numba CPU
+  backend at the largest point measured, and against the GPU floor (``harness.gpu_floor``) where
+  machine.json has the GPU ceilings.
 
 A backend with no timed point is listed with the reason its rows give, never left out.
 """
@@ -92,6 +94,7 @@ def summary_markdown(
             out.append(f"No `{REFERENCE}` time at any point: {_why_missing(frame, REFERENCE, dtype)}.")
         out += _numba_targets(table, frame, dtype, ceilings, floor_fn)
         out += _gpu_target(table, frame, dtype)
+        out += _gpu_floor(table, frame, dtype, ceilings)
     return "\n".join(out) + "\n"
 
 
@@ -150,6 +153,36 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
         lines.append(
             f"Best Numba / floor: {floors.min():.2f}-{floors.max():.2f}; within 2x at {int((floors <= 2).sum())} of {floors.size} points."
         )
+    return lines
+
+
+CUDA = ("numba-cuda", "numba-cuda-mlir")
+GPU_LANDMARKS = ((4, 4), (1024, 1024), (65536, 4096))
+
+
+def _gpu_floor(table, frame, dtype, ceilings) -> list[str]:
+    """Each CUDA backend's time as a multiple of the GPU floor (harness.gpu_floor), per point."""
+    from harness.gpu_floor import gpu_floor_seconds, has_gpu_ceilings
+
+    present = [b for b in CUDA if b in set(frame["backend"])]
+    if not present or not any(b in table for b in present):
+        return []
+    if not has_gpu_ceilings(ceilings):
+        return ["", "GPU floor: unmeasured (machine.json has no GPU ceilings; `python -m harness.gpu_floor` "
+                    "measures them on the GPU machine, and `bench` records them there)."]  # fmt: skip
+    lines = ["", "Time per iteration over the GPU floor (`harness.gpu_floor.gpu_floor_seconds` with this "
+                 "machine's GPU ceilings in `machine.json`):", ""]  # fmt: skip
+    marks = " | ".join(f"{n} x {h}" for n, h in GPU_LANDMARKS)
+    lines += [f"| backend | points | range | within 2x | {marks} |", "|---|---|---|---|" + "---|" * len(GPU_LANDMARKS)]
+    for b in present:
+        if b not in table:
+            lines.append(f"| `{b}` | 0 | not timed ({_why_missing(frame, b, dtype)}) | | " + " | ".join([""] * len(GPU_LANDMARKS)) + " |")
+            continue
+        times = table[b].dropna()
+        ratio = pd.Series({p: t / gpu_floor_seconds(int(p[0]), int(p[1]), dtype, ceilings) for p, t in times.items()})
+        cells = [str(len(ratio)), f"{ratio.min():.2f}-{ratio.max():.2f}", f"{int((ratio <= 2).sum())} of {len(ratio)}"]
+        cells += [f"{ratio[p]:.2f}" if p in ratio else "-" for p in GPU_LANDMARKS]
+        lines.append(f"| `{b}` | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.base import TrainResult, UnsupportedProblem
+from backends.base import DeviceFault, TrainResult, UnsupportedProblem
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,11 @@ def _serve(conn, backend: str, threads: int | None) -> None:
             return
         try:
             reply = runner.point(*request[1:]) if request[0] == "point" else runner.repeat()
+        except DeviceFault as exc:
+            # The device's state is unknown: answer, then end this worker (the parent starts a
+            # fresh one, with a fresh device context, for the next point).
+            conn.send({"status": "crashed", "reason": f"device fault: {exc}", "fatal": True})
+            return
         except MemoryError:
             reply = {"status": "failed", "reason": "out of memory (MemoryError)"}
         except Exception as exc:

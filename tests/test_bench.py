@@ -49,6 +49,29 @@ def test_every_fault_is_recorded_and_other_points_survive(tmp_path, fakes):
         assert len(rows) == points, backend  # one row per point with its status: nothing dropped
 
 
+def test_a_device_fault_is_recorded_and_the_worker_replaced(tmp_path, fakes):
+    """A device error (a refused cooperative launch, device memory, a faulting kernel) is a
+    crashed point with its reason; the worker that saw it ends, and a fresh one runs the rest."""
+    frame = run_sweep(tmp_path, ["numpy", "fake-device-fault"])
+    fault = frame[frame["backend"] == "fake-device-fault"]
+    crashed = fault[fault["status"] == "crashed"]
+    assert list(zip(crashed["batch"], crashed["hidden"])) == [(4, 4)]
+    assert crashed["reason"].iloc[0].startswith("device fault: CudaAPIError")
+    assert "COOPERATIVE_LAUNCH_TOO_LARGE" in crashed["reason"].iloc[0]
+    ok = fault[fault["status"] == "ok"]
+    assert set(zip(ok["batch"], ok["hidden"])) == {(4, 8), (16, 4), (16, 8)}
+
+
+def test_every_row_names_the_library_that_ran_it(tmp_path, fakes):
+    import numpy
+
+    frame = run_sweep(tmp_path, ["numpy", "fake-good", "fake-unavailable"])
+    library = frame.groupby("backend")["library"].agg(set).to_dict()
+    assert library["numpy"] == {f"numpy {numpy.__version__}"}
+    assert library["fake-good"] == {""}  # a plugin's library is not known
+    assert library["fake-unavailable"] == {""}  # never started
+
+
 def test_a_hang_is_stopped_by_the_timeout(tmp_path, fakes):
     preset = Preset((4,), (4, 8), ("float64",), 2, 0.002, 0.1, 60.0, 2)
     start = time.monotonic()

@@ -180,7 +180,8 @@ def test_plots_import_no_backend():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert {m.split(".")[0] for m in imported} <= {"__future__", "math", "collections", "numpy", "pandas", "harness"}
-    assert {m for m in imported if m.startswith("harness")} <= {"harness.plots"}
+    # harness.gpu_floor: its floor arithmetic (the module imports no CUDA library until it measures)
+    assert {m for m in imported if m.startswith("harness")} <= {"harness.plots", "harness.gpu_floor"}
 
 
 def test_summary_report(drawn):
@@ -196,6 +197,25 @@ def test_summary_report(drawn):
     assert "| `numba-cuda` | 0 | not timed (skipped: no CUDA GPU) |" in text
     assert "slower than `numpy` at 4 of 7 points" in text
     assert "`numba-cuda` was not timed here (skipped: no CUDA GPU): GPU figures unmeasured." in text
+
+
+def test_summary_gpu_floor():
+    from harness.gpu_floor import gpu_floor_seconds
+    from harness.plots import _summary, newest
+    from harness.summary import summary_markdown
+    from tests.test_gpu_floor import H100_LIKE
+
+    rows = []
+    for n, h in ((4, 4), (1024, 1024), (65536, 4096)):
+        floor = gpu_floor_seconds(n, h, "float64", H100_LIKE)
+        per_run = 100 * floor  # rows hold seconds of 100 iterations
+        rows += [row("numpy", n, h, 1.0), row("numba-cuda", n, h, 1.5 * per_run), row("numba-cuda-mlir", n, h, 3 * per_run)]
+    frame, _ = newest(pd.DataFrame(rows, columns=COLUMNS))
+    text = summary_markdown("m", frame, _summary(frame), H100_LIKE, None)
+    assert "| `numba-cuda` | 3 | 1.50-1.50 | 3 of 3 | 1.50 | 1.50 | 1.50 |" in text
+    assert "| `numba-cuda-mlir` | 3 | 3.00-3.00 | 0 of 3 | 3.00 | 3.00 | 3.00 |" in text
+    text = summary_markdown("m", frame, _summary(frame), {"x": 1}, None)
+    assert "GPU floor: unmeasured (machine.json has no GPU ceilings" in text
 
 
 def test_summary_floor_and_gpu_ratios():

@@ -16,6 +16,7 @@ FAKES = {
     "fake-unavailable": "tests.fakes.unavailable",
     "fake-compiles": "tests.fakes.compiles",
     "fake-hiccup": "tests.fakes.hiccup",
+    "fake-device-fault": "tests.fakes.device_fault",
 }
 
 
