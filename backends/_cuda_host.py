@@ -227,7 +227,7 @@ class CudaBackend:
             update = k("update_phase")[plan.update_blocks, T]
             if H:
                 state["phases"] = (
-                    k("forward3_phase")[plan.forward_items, T],
+                    k("forward3_phase")[plan.forward_items, T, 0, phase_bytes],
                     k("backward3_phase")[plan.backward_items, T, 0, phase_bytes],
                     update,
                 )

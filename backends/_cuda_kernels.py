@@ -275,57 +275,87 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
             out[slot] = sums[0]
 
     @cuda.jit(device=True)
-    def forward3(X, W0, W1, zpart, N, H, hchunk, hchunks, block, blocks, tid, T):
-        # Item (row block rb, hidden chunk c); thread = one row over the chunk's hidden units:
-        # zpart[c, n, :] = sum_{j in c} s(X[n] W0[:, j]) W1[j, :]. a1 is not stored (N x H, the
-        # largest array): the backward phase recomputes it.
+    def lane_sum(values, red, lanes, width, tid, K):
+        """Adds the K ``values`` of the threads that share an index mod ``width`` (lanes 0, 1, ...,
+        in that order) into lane 0's ``values`` (all threads call; the others' are left as they are)."""
+        for q in range(K):
+            red[tid * K + q] = values[q]
+        # waits for: every lane's values before lane 0 adds them
+        cuda.syncthreads()
+        if tid < width:
+            for q in range(K):
+                s = red[tid * K + q]
+                for lane in range(1, lanes):
+                    s += red[(lane * width + tid) * K + q]
+                values[q] = s
+        # waits for: lane 0's reads before the next call overwrites the buffer
+        cuda.syncthreads()
+
+    @cuda.jit(device=True)
+    def forward3(X, W0, W1, zpart, red, N, H, hchunk, hchunks, block, blocks, tid, T):
+        # Item (row block rb, hidden chunk c). A block holds RT = min(T, N) rows and T / RT lanes:
+        # thread (row, lane) sums its lane's share of the chunk's hidden units,
+        # zpart[c, n, :] = sum_{j in c} s(X[n] W0[:, j]) W1[j, :], and the lanes' sums are added
+        # in lane order. a1 is not stored (N x H, the largest array): the backward phase
+        # recomputes it.
         xr = cuda.local.array(D, dtype=t)
         z = cuda.local.array(O, dtype=t)
-        rblocks = (N + T - 1) // T
+        RT = min(T, N)
+        lanes = T // RT
+        r = tid % RT
+        lane = tid // RT
+        rblocks = (N + RT - 1) // RT
         for item in range(block, rblocks * hchunks, blocks):
             rb = item // hchunks
             c = item - rb * hchunks
-            n = rb * T + tid
-            if n < N:
+            n = rb * RT + r
+            for o in range(O):
+                z[o] = zero
+            if n < N and lane < lanes:
                 for k in range(D):
                     xr[k] = X[n * D + k]
-                for o in range(O):
-                    z[o] = zero
-                for j in range(c * hchunk, min(H, (c + 1) * hchunk)):
+                for j in range(c * hchunk + lane, min(H, (c + 1) * hchunk), lanes):
                     s = zero
                     for k in range(D):
-                        s += xr[k] * W0[k * H + j]  # same j across the warp: a broadcast load
+                        s += xr[k] * W0[k * H + j]  # same j across the warp (lanes = 1): a broadcast
                     a = sig(s)
                     for o in range(O):
                         z[o] += a * W1[j * O + o]
+            if lanes > 1:  # the same for every thread of the block: all reach the barriers
+                lane_sum(z, red, lanes, RT, tid, O)
+            if n < N and lane == 0:
                 for o in range(O):
                     zpart[(c * N + n) * O + o] = z[o]
 
     @cuda.jit(device=True)
-    def backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, N, H, hchunks, rchunk, logged, block, blocks, tid, T):
-        # Item (hidden block hb, row chunk c); thread = one hidden unit j over the chunk's rows.
-        # The block first finishes a batch of T rows (a2, err, d2 from the hidden chunks' partial
-        # pre-activations, added in chunk order) into shared memory; then every thread recomputes
-        # a1[n, j], d1[n, j] (with W1 before its update) and accumulates its gradient partials.
-        # Every hidden block finishes the same rows the same way: identical d2, and only blocks
-        # with hb = 0 record the rows' |err|.
+    def backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, red, N, H, hchunks, rchunk, logged, block, blocks, tid, T):
+        # Item (hidden block hb, row chunk c). A block holds HT = min(T, H) hidden units and T / HT
+        # lanes: thread (unit j, lane) takes its lane's share of the chunk's rows. The block first
+        # finishes a batch of T rows (a2, err, d2 from the hidden chunks' partial pre-activations,
+        # added in chunk order) into shared memory; then every thread recomputes a1[n, j] and
+        # d1[n, j] (with W1 before its update) and accumulates its gradient partials, and the
+        # lanes' partials are added in lane order. Every hidden block finishes the same rows the
+        # same way: identical d2, and only blocks with hb = 0 record the rows' |err|.
         w0 = cuda.local.array(D, dtype=t)
         w1 = cuda.local.array(O, dtype=t)
-        g0 = cuda.local.array(D, dtype=t)
-        g1 = cuda.local.array(O, dtype=t)
-        hblocks = (H + T - 1) // T
+        g = cuda.local.array(D + O, dtype=t)  # gradient partials: W0[:, j] then W1[j, :]
+        HT = min(T, H)
+        lanes = T // HT
+        jj = tid % HT
+        lane = tid // HT
+        hblocks = (H + HT - 1) // HT
         rchunks = (N + rchunk - 1) // rchunk
         for item in range(block, hblocks * rchunks, blocks):
             hb = item // rchunks
             c = item - hb * rchunks
-            j = hb * T + tid
-            live = j < H
+            j = hb * HT + jj
+            live = j < H and lane < lanes
             for k in range(D):
                 w0[k] = W0[k * H + j] if live else zero
-                g0[k] = zero
             for o in range(O):
                 w1[o] = W1[j * O + o] if live else zero
-                g1[o] = zero
+            for q in range(D + O):
+                g[q] = zero
             acc = zero
             n0 = c * rchunk
             n1 = min(N, n0 + rchunk)
@@ -343,27 +373,29 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
                 # waits for: this batch's d2 rows in shared memory
                 cuda.syncthreads()
                 if live:
-                    for m in range(min(T, n1 - base)):
+                    for m in range(lane, min(T, n1 - base), lanes):
                         r = base + m
                         s = zero
                         for k in range(D):
-                            s += X[r * D + k] * w0[k]  # same row across the warp: a broadcast load
+                            s += X[r * D + k] * w0[k]  # same row across a lane's threads: a broadcast
                         a = sig(s)
                         back = zero
                         for o in range(O):
                             dv = d2s[m * O + o]
                             back += dv * w1[o]
-                            g1[o] += a * dv
+                            g[D + o] += a * dv
                         d1 = back * a * (one - a)
                         for k in range(D):
-                            g0[k] += X[r * D + k] * d1
+                            g[k] += X[r * D + k] * d1
                 # waits for: every thread's reads of this batch before the next batch overwrites it
                 cuda.syncthreads()
-            if live:  # consecutive threads write consecutive j: coalesced
+            if lanes > 1:  # the same for every thread of the block: all reach the barriers
+                lane_sum(g, red, lanes, HT, tid, D + O)
+            if j < H and lane == 0:  # consecutive threads write consecutive j: coalesced
                 for k in range(D):
-                    g0part[(c * D + k) * H + j] = g0[k]
+                    g0part[(c * D + k) * H + j] = g[k]
                 for o in range(O):
-                    g1part[(c * H + j) * O + o] = g1[o]
+                    g1part[(c * H + j) * O + o] = g[D + o]
             if logged and hb == 0:
                 block_sum(acc, sums, errpart, c, tid, T)
 
@@ -436,14 +468,14 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         T = cuda.blockDim.x
         block = cuda.blockIdx.x
         blocks = cuda.gridDim.x
-        d2s, sums = sm[0 : T * O], sm[T * O : T * O + T]
+        d2s, sums, red = sm[0 : T * O], sm[T * O : T * O + T], sm[T * O + T : T * O + T + T * (D + O)]
         rchunks = (N + rchunk - 1) // rchunk
         for it in range(iterations):
             logged = log_every > 0 and it % log_every == 0
-            forward3(X, W0, W1, zpart, N, H, hchunk, hchunks, block, blocks, tid, T)
+            forward3(X, W0, W1, zpart, red, N, H, hchunk, hchunks, block, blocks, tid, T)
             # waits for: every hidden chunk's partial pre-activations before any row is finished
             grid.sync()
-            backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, N, H, hchunks, rchunk, logged, block, blocks, tid, T)
+            backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, red, N, H, hchunks, rchunk, logged, block, blocks, tid, T)
             # waits for: every row chunk's gradient (and |err|) partials before they are added, and
             # every read of W0 and W1 before the update rewrites them
             grid.sync()
@@ -479,13 +511,16 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
     # --- the same phases as separate launches (no cooperative launch on this device) -------------
 
     def forward3_phase(X, W0, W1, zpart, N, H, hchunk, hchunks):
-        forward3(X, W0, W1, zpart, N, H, hchunk, hchunks, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, cuda.blockDim.x)
+        sm = cuda.shared.array(0, dtype=st)
+        T = cuda.blockDim.x
+        red = sm[T * O + T : T * O + T + T * (D + O)]  # the same layout as the grid kernel's
+        forward3(X, W0, W1, zpart, red, N, H, hchunk, hchunks, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)
 
     def backward3_phase(X, y, W0, W1, zpart, g0part, g1part, errpart, N, H, hchunks, rchunk, logged):
         sm = cuda.shared.array(0, dtype=st)
         T = cuda.blockDim.x
-        d2s, sums = sm[0 : T * O], sm[T * O : T * O + T]
-        backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, N, H, hchunks, rchunk, logged,
+        d2s, sums, red = sm[0 : T * O], sm[T * O : T * O + T], sm[T * O + T : T * O + T + T * (D + O)]
+        backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, red, N, H, hchunks, rchunk, logged,
                   cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)  # fmt: skip
 
     def forward2_phase(X, y, W0, d, errpart, N, logged):

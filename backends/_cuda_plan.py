@@ -138,9 +138,10 @@ def block_words(sizes: tuple[int, ...], N: int, T: int) -> int:
 
 
 def grid_words(sizes: tuple[int, ...], T: int) -> int:
-    """Shared-memory words per block of the grid and multi kernels: a batch of d2 rows, |err| sums."""
-    _, _, O = split_sizes(sizes)
-    return T * O + T
+    """Shared-memory words per block of the grid and multi kernels: a batch of d2 rows, |err| sums,
+    and the lanes' partial sums (D + O per thread)."""
+    D, _, O = split_sizes(sizes)
+    return T * O + T + T * (D + O)
 
 
 def device_bytes(sizes: tuple[int, ...], N: int, itemsize: int, layout: Plan) -> int:
@@ -164,12 +165,16 @@ def resident_blocks(props: dict, threads: int, shared_bytes: int) -> int:
     return max(1, per_sm) * props["multiprocessors"]
 
 
-def _chunks(length: int, others: int, want_items: int) -> tuple[int, int]:
-    """Split ``length`` into chunks so that ``others`` x chunks work items reach ``want_items``.
+def _chunks(length: int, others: int, want_items: int, lanes: int = 1) -> tuple[int, int]:
+    """Split ``length`` into chunks so that ``others`` x chunks work items come as close to
+    ``want_items`` (the grid's blocks) as they can without exceeding it: a phase whose blocks
+    take one more item than others lasts twice as long.
 
-    Returns (chunk size, number of chunks); at least MIN_CHUNK per chunk, at most MAX_CHUNKS.
+    Returns (chunk size, number of chunks); at most MAX_CHUNKS chunks, and at least MIN_CHUNK
+    items per chunk, or with ``lanes`` > 1 threads sharing a chunk, at least one per lane.
     """
-    count = max(1, min(_ceil(want_items, max(1, others)), _ceil(length, MIN_CHUNK), MAX_CHUNKS))
+    smallest = MIN_CHUNK if lanes == 1 else lanes
+    count = max(1, min(want_items // max(1, others), _ceil(length, smallest), MAX_CHUNKS))
     size = _ceil(length, count)
     return size, _ceil(length, size)
 
@@ -199,10 +204,13 @@ def plan(sizes: tuple[int, ...], N: int, itemsize: int, props: dict, cooperative
     rblocks = _ceil(N, T)
     n_weights = D * H + H * O if H else D * O
     if H:
-        hchunk, hchunks = _chunks(H, rblocks, want)
-        forward_items = rblocks * hchunks
-        rchunk, rchunks = _chunks(N, _ceil(H, T), want)
-        backward_items = _ceil(H, T) * rchunks
+        # A forward item is min(T, N) rows x a chunk of hidden units, a backward item min(T, H)
+        # hidden units x a chunk of rows; spare threads of a block become lanes that split the chunk.
+        RT, HT = min(T, N), min(T, H)
+        hchunk, hchunks = _chunks(H, _ceil(N, RT), want, T // RT)
+        forward_items = _ceil(N, RT) * hchunks
+        rchunk, rchunks = _chunks(N, _ceil(H, HT), want, T // HT)
+        backward_items = _ceil(H, HT) * rchunks
     else:
         hchunk, hchunks = 1, 1
         forward_items = rblocks
