@@ -86,6 +86,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
     t = np.float64 if dtype == "float64" else np.float32
     st = np.dtype(t)  # shared arrays take a dtype instance (the simulator needs its itemsize)
     one, zero = t(1.0), t(0.0)
+    DO = D + O  # a constant of this compilation (a local array's size must be one)
     sig = sigmoid(dtype)
 
     # --- one block: the whole run in one thread block -------------------------------------------
@@ -338,7 +339,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         # same way: identical d2, and only blocks with hb = 0 record the rows' |err|.
         w0 = cuda.local.array(D, dtype=t)
         w1 = cuda.local.array(O, dtype=t)
-        g = cuda.local.array(D + O, dtype=t)  # gradient partials: W0[:, j] then W1[j, :]
+        g = cuda.local.array(DO, dtype=t)  # gradient partials: W0[:, j] then W1[j, :]
         HT = min(T, H)
         lanes = T // HT
         jj = tid % HT
