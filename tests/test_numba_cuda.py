@@ -229,7 +229,7 @@ def test_chunked_reductions(monkeypatch, dtype, layers, cooperative):
     partial sums and the blocks' loops over items."""
     monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", -1)
     monkeypatch.setattr(_cuda_plan, "MIN_CHUNK", 2)
-    use_device(monkeypatch, {**SMALL_DEVICE, "cooperative": cooperative})
+    use_device(monkeypatch, {**SMALL_DEVICE, "multiprocessors": 16, "cooperative": cooperative})
     problem = scaled(11, 7, dtype, seed=3, inputs=4, outputs=2, layers=layers)
     state, _ = agree(problem, 6, 2, "grid" if cooperative else "multi")
     layout = state["plan"]
@@ -238,6 +238,18 @@ def test_chunked_reductions(monkeypatch, dtype, layers, cooperative):
         assert layout.hchunks > 1
     if cooperative:  # the simulator's cooperative grid is one block: it walks every item
         assert layout.blocks < layout.forward_items
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("N", "H"), [(3, 2), (2, 3), (1, 5), (7, 1)])
+def test_spare_threads_become_lanes(monkeypatch, dtype, N, H):
+    """Fewer rows (forward) or hidden units (backward) than threads: the block's spare threads
+    split the chunk as lanes, including a T that is not a multiple of the rows or units."""
+    monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", -1)
+    T = backend.device_properties()["max_threads_per_block"]
+    assert T // min(T, N) > 1 or T // min(T, H) > 1
+    agree(scaled(N, H, dtype, seed=N * 10 + H), 5, 2, "grid")
 
 
 @needs_cuda
