@@ -16,7 +16,8 @@ help:
 	@echo "make test         agreement suite over every backend, harness tests (CUDA via simulator)"
 	@echo "make plots        redraw every figure from stored results only"
 	@echo "make validate     agreement table of every available backend"
-	@echo "make cuda-ptx     compile every CUDA kernel for real GPU architectures (no GPU needed)"
+	@echo "make cuda-ptx     compile every CUDA kernel for real GPU architectures (no GPU needed;"
+	@echo "                  ARGS='--compiler numba-cuda --compiler numba-cuda-mlir' for both compilers)"
 	@echo "make gpu-check    on a GPU machine with the packages preinstalled: tests + validate"
 	@echo "make gpu-bench    on that machine: the GPU sweep into \$$OUT/<machine>/ (or results/)"
 
@@ -58,14 +59,15 @@ cuda-ptx: $(STAMP)
 
 # On a GPU machine that has numba, numba-cuda, cupy, torch and jax preinstalled and reaches no
 # package registry: run the repository in place (PYTHONPATH=., the machine's python3, no venv).
-# gpu-check: the agreement and CUDA suites on the real device, then `validate` (a few minutes).
+# gpu-check: the agreement, CUDA and GPU-floor suites on the real device, then `validate` (a few minutes).
 # gpu-bench: the GPU sweep (preset gpu: sized to finish within 10 minutes), results into
-# $(GPU_OUT)/<machine>/ (runs.csv, machine.json; plots are drawn back here with `make plots`).
+# $(GPU_OUT)/<machine>/ (runs.csv, machine.json with the GPU ceilings; plots are drawn back here
+# with `make plots`).
 GPU_PY  ?= python3
 GPU_OUT ?= $(if $(OUT),$(OUT),results)
 gpu-check:
 	PYTHONPATH=. $(GPU_PY) -m harness list
-	NUMBA_ENABLE_CUDASIM=0 PYTHONPATH=. $(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_agreement.py tests/test_numba_cuda.py tests/test_peers.py $(ARGS)
+	NUMBA_ENABLE_CUDASIM=0 PYTHONPATH=. $(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_agreement.py tests/test_numba_cuda.py tests/test_gpu_floor.py tests/test_peers.py $(ARGS)
 	PYTHONPATH=. $(GPU_PY) -m harness validate
 
 gpu-bench:

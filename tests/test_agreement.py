@@ -61,7 +61,7 @@ def test_agrees_with_numpy_reference(name, case):
 def test_xor3_reproduces_published_run(name):
     module = usable(name)
     if simulated(module):
-        pytest.skip("60000 iterations under the CUDA simulator take too long: covered by tests/test_numba_cuda.py")
+        pytest.skip("the same 60000-iteration run is tests/test_numba_cuda.py::test_xor3_full_run_reproduces_published_losses (~60 s under the simulator: run once)")
     result = train(module, xor3(), 60000, 10000)
     printed = tuple(float(f"{loss:.12g}") for loss in result.losses)
     assert printed == XOR3_PUBLISHED_LOSSES
@@ -72,7 +72,7 @@ def test_xor3_reproduces_published_run(name):
 def test_xor2_reproduces_published_output(name):
     module = usable(name)
     if simulated(module):
-        pytest.skip("10000 iterations under the CUDA simulator take too long: covered by tests/test_numba_cuda.py")
+        pytest.skip("the same 10000-iteration run is tests/test_numba_cuda.py::test_xor2_full_run_reproduces_published_output (run once)")
     result = train(module, xor2(), 9999, 0)  # the published print is the forward pass of iteration 10000
     output = 1 / (1 + np.exp(-(xor2().X @ result.weights[0])))
     assert tuple(f"{v:.8f}" for v in output.ravel()) == tuple(f"{v:.8f}" for v in XOR2_PUBLISHED_OUTPUT)
