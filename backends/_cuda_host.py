@@ -276,8 +276,10 @@ def _fault(exc: Exception, doing: str) -> Exception:
     exceptions (UnsupportedProblem, a bug) unchanged."""
     if isinstance(exc, (UnsupportedProblem, DeviceFault)):
         return exc
-    module = type(exc).__module__ or ""
-    if "cudadrv" in module or type(exc).__name__.startswith("Cuda"):
+    module, name = type(exc).__module__ or "", type(exc).__name__
+    # numba-cuda's and numba-cuda-mlir's driver errors (.cudadrv.), cuda-python's (cuda.core,
+    # cuda.bindings: CUDAError), whichever layer raised them
+    if "cudadrv" in module or module.startswith("cuda.") or name.lower().startswith("cuda"):
         message = " ".join(str(exc).split())
         return DeviceFault(f"{type(exc).__name__} while {doing}: {message}")
     return exc

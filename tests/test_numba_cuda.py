@@ -12,6 +12,7 @@ The plan tests need no CUDA at all: they use an H100's properties (``_cuda_plan.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -322,6 +323,58 @@ def test_initial_weights_are_not_modified(path):
     before = [w.copy() for w in problem.weights]
     train(nc, problem, 3, 1)
     assert all(np.array_equal(w, b) for w, b in zip(problem.weights, before))
+
+
+# --- faults -----------------------------------------------------------------------------------------
+
+
+def _error(module: str, name: str) -> Exception:
+    return type(name, (Exception,), {"__module__": module})("[720] CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE")
+
+
+@needs_cuda
+@pytest.mark.parametrize(("module", "name"), [
+    ("numba.cuda.cudadrv.driver", "CudaAPIError"),
+    ("numba_cuda_mlir.numba_cuda.cudadrv.driver", "CudaAPIError"),
+    ("cuda.core._utils.cuda_utils", "CUDAError"),
+])  # fmt: skip
+def test_a_cuda_error_in_a_run_is_a_device_fault(monkeypatch, module, name):
+    from backends._cuda_host import _run_persistent
+    from backends.base import DeviceFault
+
+    state = nc.prepare(xor3())
+
+    def refused(*args):
+        raise _error(module, name)
+
+    monkeypatch.setattr(sys.modules[_run_persistent.__module__], "_run_persistent", refused)
+    with pytest.raises(DeviceFault, match=r"^" + name + r" while running the block path: \[720\] CUDA_ERROR_COOPERATIVE"):
+        nc.run(state, 3, 1)
+
+
+@needs_cuda
+def test_other_errors_are_not_device_faults(monkeypatch):
+    from backends._cuda_host import _run_persistent
+    from backends.base import DeviceFault
+
+    state = nc.prepare(xor3())
+    monkeypatch.setattr(sys.modules[_run_persistent.__module__], "_run_persistent", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError) as info:
+        nc.run(state, 3, 1)
+    assert not isinstance(info.value, DeviceFault)
+
+
+def test_device_memory_is_admitted_before_allocating(monkeypatch):
+    class Context:
+        @staticmethod
+        def get_memory_info():
+            return 1 << 20, 80 << 30  # 1 MiB free
+
+    monkeypatch.setattr(backend, "simulated", False)
+    monkeypatch.setattr(cuda, "current_context", lambda: Context, raising=False)
+    with pytest.raises(UnsupportedProblem, match=r"needs ~\d+\.\d+ GiB of device memory, 0\.00 GiB free"):
+        backend.admit(1 << 30)
+    backend.admit(1 << 10)  # fits
 
 
 # --- launches: how many, and with which argument types ---------------------------------------------
