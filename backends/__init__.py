@@ -14,27 +14,41 @@ from types import ModuleType
 
 @dataclass(frozen=True)
 class Entry:
+    """One backend: its name, module, one-line summary, the library that runs its loop (its
+    distribution name, for the ``library`` column), where it runs ("cpu", "gpu", or "any": the GPU
+    where the machine has one, else the CPU), and how it is drawn (colour, marker; None: a stable
+    colour from the name)."""
+
     name: str
     module: str
     summary: str
-    package: str | None = None  # the library that runs the loop (its distribution name), for `library`
+    package: str | None = None
+    device: str = "cpu"
+    colour: str | None = None
+    marker: str = "o"
 
 
+# Colours: Okabe-Ito based (colour-blind safe), one per backend, the same in every figure.
 REGISTRY: dict[str, Entry] = {
     e.name: e
     for e in (
-        Entry("python", "backends.pure_python", "pure Python lists and math: the definition of the loop", "python"),
-        Entry("numpy", "backends.numpy_ref", "idiomatic NumPy loop: the agreement reference and speed baseline", "numpy"),
-        Entry("numba-cpu", "backends.numba_cpu", "Numba @njit, whole loop compiled, one thread", "numba"),
-        Entry("numba-parallel", "backends.numba_parallel", "Numba @njit(parallel=True), prange over rows", "numba"),
-        Entry("numba-cuda", "backends.numba_cuda", "Numba @cuda.jit kernels on an NVIDIA GPU, compiled by numba-cuda", "numba-cuda"),
-        Entry("numba-cuda-mlir", "backends.numba_cuda_mlir", "the numba-cuda kernels compiled by numba-cuda-mlir", "numba-cuda-mlir"),
-        Entry("jax", "backends.jax_xla", "JAX jit with the whole loop in lax.fori_loop", "jax"),
-        Entry("torch", "backends.torch_eager", "PyTorch eager, no_grad, manual update rule", "torch"),
-        Entry("torch-compile", "backends.torch_compiled", "PyTorch with the iteration under torch.compile", "torch"),
-        Entry("cupy", "backends.cupy_gpu", "CuPy arrays on an NVIDIA GPU", "cupy"),
+        Entry("python", "backends.pure_python", "pure Python lists and math: the definition of the loop", "python", "cpu", "#7f7f7f", "x"),
+        Entry("numpy", "backends.numpy_ref", "idiomatic NumPy loop: the agreement reference and speed baseline", "numpy", "cpu", "#000000", "o"),
+        Entry("numba-cpu", "backends.numba_cpu", "Numba @njit, whole loop compiled, one thread", "numba", "cpu", "#E69F00", "s"),
+        Entry("numba-parallel", "backends.numba_parallel", "Numba @njit(parallel=True), prange over rows", "numba", "cpu", "#D55E00", "D"),
+        Entry("numba-cuda", "backends.numba_cuda", "Numba @cuda.jit kernels on an NVIDIA GPU, compiled by numba-cuda", "numba-cuda", "gpu", "#009E73", "^"),
+        Entry("numba-cuda-mlir", "backends.numba_cuda_mlir", "the numba-cuda kernels compiled by numba-cuda-mlir", "numba-cuda-mlir", "gpu", "#44AA99", "<"),
+        Entry("jax", "backends.jax_xla", "JAX jit with the whole loop in lax.fori_loop", "jax", "any", "#CC79A7", "v"),
+        Entry("jax-unrolled", "backends.jax_unrolled", "the jax loop with K iterations unrolled per loop trip", "jax", "any", "#AA4499", "1"),
+        Entry("torch", "backends.torch_eager", "PyTorch eager, no_grad, manual update rule", "torch", "any", "#0072B2", "P"),
+        Entry("torch-compile", "backends.torch_compiled", "PyTorch with the iteration under torch.compile", "torch", "any", "#56B4E9", "*"),
+        Entry("torch-cudagraph", "backends.torch_cudagraph", "the torch iteration captured once in a CUDA graph (K iterations unrolled) and replayed", "torch", "gpu", "#332288", "p"),
+        Entry("cupy", "backends.cupy_gpu", "CuPy arrays on an NVIDIA GPU", "cupy", "gpu", "#6A3D9A", "h"),
+        Entry("cupy-fused", "backends.cupy_fused", "CuPy with fused elementwise kernels and preallocated buffers", "cupy", "gpu", "#882255", "H"),
+        Entry("cupy-graph", "backends.cupy_graph", "cupy-fused with the iteration captured in a CUDA graph and replayed", "cupy", "gpu", "#CC6677", "8"),
     )
 }
+DEVICES = ("cpu", "gpu", "any")
 
 REFERENCE = "numpy"
 PLUGIN_VARIABLE = "NNBENCH_PLUGINS"
@@ -50,7 +64,7 @@ def _register_plugins(spec: str) -> None:
         name, sep, module = item.partition("=")
         if not sep or not name or not module:
             raise ValueError(f"{PLUGIN_VARIABLE}: expected name=module, got {item!r}")
-        REGISTRY[name] = Entry(name, module, f"plugin from {PLUGIN_VARIABLE}")
+        REGISTRY[name] = Entry(name, module, f"plugin from {PLUGIN_VARIABLE}", device="cpu")
 
 
 _register_plugins(os.environ.get(PLUGIN_VARIABLE, ""))

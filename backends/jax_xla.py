@@ -69,27 +69,42 @@ def _step(X, y, W, alpha):
     return tuple(W), err
 
 
-@partial(jax.jit, static_argnames=("n_log",))
-def _train(X, y, W, alpha, iterations, log_every, n_log):
+def _loop(n, body, W, unroll: int):
+    """``n`` (traced) applications of ``body`` to W, ``unroll`` of them per loop trip."""
+    if unroll == 1:
+        return lax.fori_loop(0, n, lambda _, W: body(W), W)
+
+    def trip(_, W):
+        for _ in range(unroll):  # traced ``unroll`` times: one loop trip runs them back to back
+            W = body(W)
+        return W
+
+    W = lax.fori_loop(0, n // unroll, trip, W)
+    return lax.fori_loop(0, n % unroll, lambda _, W: body(W), W)
+
+
+@partial(jax.jit, static_argnames=("n_log", "unroll"))
+def _train(X, y, W, alpha, iterations, log_every, n_log, unroll=1):
     """``iterations`` steps; the loss of iteration k*log_every goes to losses[k], on the device.
 
     With logging the loop is chunked: chunk k runs one logged step, then the unlogged rest of its
-    ``log_every`` iterations, so no iteration pays for a branch or an unused reduction.
+    ``log_every`` iterations, so no iteration pays for a branch or an unused reduction. ``unroll``
+    (static) steps run per trip of the unlogged loops (``backends.jax_unrolled``).
     """
     losses = jnp.zeros(n_log, X.dtype)
 
-    def unlogged(_, W):
+    def unlogged(W):
         return _step(X, y, W, alpha)[0]
 
     if n_log == 0:
-        return lax.fori_loop(0, iterations, unlogged, W), losses
+        return _loop(iterations, unlogged, W, unroll), losses
 
     def chunk(k, carry):
         W, losses = carry
         W, err = _step(X, y, W, alpha)
         losses = losses.at[k].set(jnp.mean(jnp.abs(err)))
         rest = jnp.minimum(log_every, iterations - k * log_every) - 1
-        return lax.fori_loop(0, rest, unlogged, W), losses
+        return _loop(rest, unlogged, W, unroll), losses
 
     return lax.fori_loop(0, n_log, chunk, (W, losses))
 
@@ -106,10 +121,10 @@ def prepare(problem: Problem) -> dict:
     }
 
 
-def run(state: dict, iterations: int, log_every: int) -> None:
+def run(state: dict, iterations: int, log_every: int, unroll: int = 1) -> None:
     n_log = n_logged(iterations, log_every)
     W, losses = _train(
-        state["X"], state["y"], state["W"], state["alpha"], iterations, max(log_every, 1), n_log
+        state["X"], state["y"], state["W"], state["alpha"], iterations, max(log_every, 1), n_log, unroll
     )
     state["W"] = jax.block_until_ready(W)  # JAX dispatches asynchronously: finish before returning
     state["losses"].append(losses)

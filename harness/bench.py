@@ -73,6 +73,7 @@ class Plan:
     resume: bool = True
     seed: int = SEED
     timeout: float = 120.0  # least seconds a worker may take to answer before it is killed
+    has_gpu: bool = False  # the machine has an NVIDIA GPU (for the device of rows that never ran)
     last_worker: Worker | None = None  # the worker that ran last (its threads may still be spinning)
     timed: int = 0  # backend-points timed in this sweep ...
     unstable: int = 0  # ... and how many of them had repeats spread more than UNSTABLE_SPREAD
@@ -123,6 +124,8 @@ def _row(plan: Plan, backend: str, dtype: str, batch: int, hidden: int, commit: 
         "validated": False,
     }
     row.update(values)
+    if not row.get("device"):  # the backend never reported one (it did not start): derived
+        row["device"] = results.nominal_device(backend, plan.has_gpu)
     return row
 
 
@@ -257,9 +260,10 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         )  # fmt: skip
         reply = worker.call(("point", request, reference), timeout=max(plan.timeout, 10 * preset.point_budget))
         reply["library"] = worker.ready.get("library", "")
+        reply["device"] = worker.ready.get("device", "")
         if reply["status"] != "ok":
             skip(backend, reply["status"], reply.get("reason", ""), compile_seconds=reply.get("compile_seconds", ""),
-                 max_rel_error=reply.get("max_rel_error", ""), library=reply["library"])  # fmt: skip
+                 max_rel_error=reply.get("max_rel_error", ""), library=reply["library"], device=reply["device"])  # fmt: skip
             if reply.get("fatal") or not worker.alive:
                 workers.pop(backend).kill()
             continue
@@ -289,6 +293,7 @@ def _run_point(plan, point, pending, unavailable, workers, predictor, commit, st
         common = dict(
             iterations=info["iterations"], compile_seconds=info["compile_seconds"],
             max_rel_error=info["max_rel_error"], threads=info.get("threads") or "", library=info["library"],
+            device=info["device"],
         )  # fmt: skip
         if backend in failed:
             reply = failed[backend]

@@ -256,7 +256,8 @@ def cmd_bench(args) -> int:
         extra["ceilings"] = {**extra.get("ceilings", {}), **_gpu_ceilings()}
     info = fingerprint(extra)
     results.write_machine(directory, info)
-    plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
+    plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh,
+                      has_gpu=results.machine_has_gpu(info))  # fmt: skip
     start = time.monotonic()
     try:
         path = bench.sweep(plan, log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)

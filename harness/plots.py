@@ -1,6 +1,7 @@
 """Every figure from stored results alone: ``results/<machine>/runs.csv`` in, PNG + SVG out.
 
-Imports no backend: only pandas, matplotlib, numpy, ``harness.results`` and (lazily) ``harness.floor``.
+Imports no backend: only pandas, matplotlib, numpy, the registry (``backends``, names and styles),
+``harness.results`` and (lazily) ``harness.floor``.
 
 Which rows are data: a point is (machine folder, backend, dtype, batch, hidden). ``runs.csv`` is
 append-only, so the last row of a point belongs to its newest run; of each point only the rows carrying
@@ -33,24 +34,12 @@ from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from harness.results import MACHINE, RUNS, ResultsError, read_machine, read_runs, write_atomic
+from backends import REFERENCE, REGISTRY  # the registry only: importing it imports no backend
+from harness.results import MACHINE, RUNS, ResultsError, fill_device, read_machine, read_runs, write_atomic
 
-# A fixed colour (Okabe-Ito based, colour-blind safe) and marker per backend, the same in every figure.
-BACKEND_STYLE: dict[str, tuple[str, str]] = {
-    "python": ("#7f7f7f", "x"),
-    "numpy": ("#000000", "o"),
-    "numba-cpu": ("#E69F00", "s"),
-    "numba-parallel": ("#D55E00", "D"),
-    "numba-cuda": ("#009E73", "^"),
-    "numba-cuda-mlir": ("#44AA99", "<"),
-    "jax": ("#CC79A7", "v"),
-    "torch": ("#0072B2", "P"),
-    "torch-compile": ("#56B4E9", "*"),
-    "cupy": ("#6A3D9A", "h"),
-}
+# A fixed colour and marker per backend, the same in every figure: the registry's.
+BACKEND_STYLE: dict[str, tuple[str, str]] = {e.name: (e.colour, e.marker) for e in REGISTRY.values() if e.colour}
 _FALLBACK_COLOURS = ("#8c564b", "#bcbd22", "#17becf", "#e377c2", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
-REFERENCE = "numpy"  # speedups and crossovers are measured against it
-GPU_BACKENDS = ("numba-cuda", "numba-cuda-mlir", "cupy")
 MACHINE_STYLES = ("-", "--", ":", "-.")
 POINT = ["source", "backend", "dtype", "batch", "hidden"]
 NUMERIC = ("batch", "hidden", "iterations", "seconds", "compile_seconds")
@@ -562,12 +551,13 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
     One row per (machine, dtype, hidden, challenger), over the batch sizes both measured: the first
     batch where the challenger's median is below the baseline's, interpolated in log-log space between
     the grid points around it. ``crossover_batch`` is NaN when the result is "always" (already faster at
-    the smallest batch) or "never in range"; ``result`` says which. GPU means the backends in
-    ``GPU_BACKENDS``; at each batch the fastest of them is compared with the fastest of all the others.
+    the smallest batch) or "never in range"; ``result`` says which. GPU and CPU are read from the rows'
+    ``device`` column (what each backend ran on); at each batch the fastest GPU backend is compared
+    with the fastest CPU backend.
     """
     frame, _ = newest(frame)
     summary = _summary(frame)
-    named_gpus = sorted(set(frame["backend"]) & set(GPU_BACKENDS))
+    device = frame.groupby(["source", "backend"])["device"].last() if "device" in frame.columns else pd.Series(dtype=str)
     rows = []
 
     def add(machine, dtype, hidden, challenger, baseline, mine: pd.Series, base: pd.Series):
@@ -587,8 +577,10 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
                 rows.append((machine, dtype, hidden, name, REFERENCE, float("nan"), "no numpy baseline"))
                 continue
             add(machine, dtype, hidden, name, REFERENCE, table[name], table[REFERENCE])
-        gpus = [c for c in table.columns if c in GPU_BACKENDS]
-        cpus = [c for c in table.columns if c not in GPU_BACKENDS]
+        on = {c: device.get((machine, c), "") for c in table.columns}
+        gpus = [c for c in table.columns if on[c] == "gpu"]
+        cpus = [c for c in table.columns if on[c] == "cpu"]
+        gpu_rows = (frame["source"] == machine) & (frame.get("device", "") == "gpu")
         if gpus and cpus:
             add(
                 machine,
@@ -599,7 +591,7 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
                 table[gpus].min(axis=1, skipna=True),
                 table[cpus].min(axis=1, skipna=True),
             )
-        elif named_gpus:
+        elif bool(np.any(gpu_rows)):
             why = "no plottable GPU rows" if not gpus else "no plottable CPU rows"
             rows.append((machine, dtype, hidden, "fastest GPU", "fastest CPU", float("nan"), why))
     columns = ["machine", "dtype", "hidden", "backend", "baseline", "crossover_batch", "result"]
@@ -638,7 +630,7 @@ def load(results_dir: Path, log: Log = print) -> dict[str, tuple[pd.DataFrame, d
         except ResultsError as exc:
             log(f"plots: {exc}; figures needing machine.json skipped")
             fingerprint = {}
-        machines[folder.name] = (frame.assign(source=folder.name), fingerprint)
+        machines[folder.name] = (fill_device(frame, fingerprint).assign(source=folder.name), fingerprint)
     return machines
 
 

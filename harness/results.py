@@ -34,11 +34,12 @@ COLUMNS = [
     "commit",
     "timestamp",
     "library",  # the library (and version) that ran the loop, e.g. "numba-cuda 0.30.4": a CUDA compiler's row says which
+    "device",  # "cpu" or "gpu": what the backend ran on (its module's DEVICE, reported by the worker)
 ]
 #: Columns added after the first results were stored, oldest first. A runs.csv whose header is
 #: COLUMNS without a tail of these is read with the missing columns empty, and is upgraded (the
 #: header and every row padded, rewritten once, atomically) before new rows are appended to it.
-ADDED_COLUMNS = ["library"]
+ADDED_COLUMNS = ["library", "device"]
 STATUSES = ("ok", "skipped", "failed", "invalid", "unhealthy", "timeout", "crashed")
 RUNS = "runs.csv"
 MACHINE = "machine.json"
@@ -77,6 +78,44 @@ def append_rows(path: Path, rows: list[dict]) -> None:
 def older_layout(header: list[str] | None) -> bool:
     """True if ``header`` is this version's columns less a tail of ADDED_COLUMNS."""
     return any(header == COLUMNS[: len(COLUMNS) - k] for k in range(1, len(ADDED_COLUMNS) + 1))
+
+
+DEVICES = ("cpu", "gpu")
+
+
+def nominal_device(backend: str, has_gpu: bool) -> str:
+    """The device ``backend`` runs on on a machine with (``has_gpu``) or without an NVIDIA GPU.
+
+    The one place a device is derived rather than reported: for rows written before the ``device``
+    column existed, and for rows of a backend that never ran (unavailable). From the registry's
+    ``device`` ("cpu", "gpu", or "any": the GPU where there is one, as jax and torch do); "" for
+    a name the registry does not know (a plugin).
+    """
+    import backends
+
+    entry = backends.REGISTRY.get(backend)
+    if entry is None:
+        return ""
+    if entry.device == "any":
+        return "gpu" if has_gpu else "cpu"
+    return entry.device
+
+
+def machine_has_gpu(fingerprint: dict) -> bool:
+    return bool(isinstance(fingerprint, dict) and fingerprint.get("gpus"))
+
+
+def fill_device(frame, fingerprint: dict):
+    """``frame`` with every empty ``device`` cell derived from the machine's fingerprint (rows
+    written before the column existed); reported devices are kept as they are."""
+    has_gpu = machine_has_gpu(fingerprint)
+    if "device" not in frame.columns:
+        frame = frame.assign(device="")
+    device = frame["device"].fillna("").astype(str)
+    empty = device == ""
+    if empty.any():
+        device = device.where(~empty, frame["backend"].map(lambda b: nominal_device(b, has_gpu)))
+    return frame.assign(device=device)
 
 
 def upgrade(path: Path, header: list[str]) -> None:
@@ -161,6 +200,8 @@ def read_runs(path: Path):
                 row[col] = float(row[col]) if row[col] != "" else float("nan")
             if row["status"] not in STATUSES:
                 raise ValueError(row["status"])
+            if row["device"] not in ("", *DEVICES):
+                raise ValueError(row["device"])
         except (ValueError, KeyError):
             bad.append(number)
             continue
@@ -194,6 +235,6 @@ def rows_from_pytest_benchmark(data: dict, machine: str) -> list[dict]:
                 "compile_seconds": "", "status": "ok" if validated else "invalid",
                 "reason": "" if validated else "agreement not recorded or above tolerance",
                 "max_rel_error": "" if error is None else error, "validated": validated, "threads": "",
-                "machine": machine, "commit": commit, "timestamp": data.get("datetime", ""), "library": "",
+                "machine": machine, "commit": commit, "timestamp": data.get("datetime", ""), "library": "", "device": "",
             })  # fmt: skip
     return rows

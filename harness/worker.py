@@ -155,7 +155,8 @@ def _serve(conn, backend: str, threads: int | None) -> None:
     except Exception as exc:
         conn.send({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
         return
-    conn.send({"status": "ready", "library": backends.library(backend)})
+    device = getattr(runner.module, "DEVICE", "")  # where this backend runs in this process
+    conn.send({"status": "ready", "library": backends.library(backend), "device": device})
     while True:
         try:
             request = conn.recv()

@@ -174,7 +174,8 @@ def test_plots_import_no_backend():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     roots = {m.split(".")[0] for m in imported} - {"__future__", "harness", "matplotlib", "numpy", "pandas"}
-    assert roots <= {"io", "math", "textwrap", "zlib", "collections", "pathlib"}, roots
+    assert roots <= {"io", "math", "textwrap", "zlib", "collections", "pathlib", "backends"}, roots
+    assert {m for m in imported if m.startswith("backends")} <= {"backends"}  # the registry, no backend module
     assert {m for m in imported if m.startswith("harness")} <= {"harness.results", "harness.floor", "harness.summary"}
     tree = ast.parse(inspect.getsource(__import__("harness.summary").summary))
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -182,6 +183,20 @@ def test_plots_import_no_backend():
     assert {m.split(".")[0] for m in imported} <= {"__future__", "math", "collections", "numpy", "pandas", "harness"}
     # harness.gpu_floor: its floor arithmetic (the module imports no CUDA library until it measures)
     assert {m for m in imported if m.startswith("harness")} <= {"harness.plots", "harness.gpu_floor"}
+
+
+def test_reporting_loads_no_backend_module():
+    """Drawing every figure of a results folder imports the registry, never a backend module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, harness.plots, harness.compare, harness.machine_readme, harness.importing; "
+        "loaded = sorted(m for m in sys.modules if m.startswith('backends.')); "
+        "print(loaded); sys.exit(1 if loaded else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_summary_report(drawn):
