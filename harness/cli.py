@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {list,run,validate,bench,plot,floor}``.
+"""Command line: ``python -m harness {list,run,validate,bench,plot,floor,import-benchmark,import-results}``.
 
 Every user error (unknown name, bad number, unavailable backend, unusable results folder) ends
 in one line on stderr and exit status 2; no traceback.
@@ -102,6 +102,12 @@ def build_parser() -> Parser:
     imp.add_argument("file", type=Path)
     imp.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
     imp.add_argument("--machine", help="results folder name (default: from the hardware)")
+
+    imr = sub.add_parser("import-results", help="append another machine's results folder (machine.json + runs*.csv)")
+    imr.add_argument("source", type=Path, help="folder with machine.json and runs*.csv")
+    imr.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
+    imr.add_argument("--machine", help="results folder name (default: from the source's machine.json)")
+    imr.add_argument("--note", default="", help="provenance to record with the import (how it was measured)")
 
     floor = sub.add_parser("floor", help="measure this machine's ceilings (and its GPU's) and print the floor per point")
     floor.add_argument("--batch", type=int_list, default=[4**k for k in range(1, 9)])
@@ -303,9 +309,9 @@ def cmd_plot(args) -> int:
     if not args.results.is_dir():
         raise UsageError(f"no results folder at {args.results}")
     try:
-        from harness.plots import plot_all
+        from harness.report import draw_all
 
-        paths = plot_all(args.results)
+        paths = draw_all(args.results)
     except results.ResultsError as exc:
         raise UsageError(str(exc)) from None
     print(f"{len(paths)} figure files written under {args.results}")
@@ -355,7 +361,23 @@ def cmd_import(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "import-benchmark": cmd_import, "run": cmd_run, "validate": cmd_validate, "bench": cmd_bench, "plot": cmd_plot,
+def cmd_import_results(args) -> int:
+    from harness import results
+    from harness.importing import describe, import_results
+
+    if args.machine and not args.machine.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"--machine {args.machine!r}: use letters, digits, '.', '-' and '_' only")
+    try:
+        report = import_results(args.source, args.out, args.note, args.machine)
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot import {args.source}: {exc.strerror or exc}") from None
+    print(describe(report))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "import-benchmark": cmd_import, "import-results": cmd_import_results, "run": cmd_run, "validate": cmd_validate, "bench": cmd_bench, "plot": cmd_plot,
             "floor": cmd_floor}  # fmt: skip
 
 

@@ -67,13 +67,17 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def machine_name(cpu: str | None = None, gpu_list: list[dict] | None = None) -> str:
-    """A readable name from the hardware (not the hostname): e.g. 'xeon-2.80ghz-2c' or '...-h100'."""
+def machine_name(cpu: str | None = None, gpu_list: list[dict] | None = None, cores: int | None = None) -> str:
+    """A readable name from the hardware (not the hostname): e.g. 'xeon-2.80ghz-2c' or '...-h100'.
+
+    By default this machine's; with ``cpu``, ``gpu_list`` and ``cores`` (a fingerprint's ``cpu``,
+    ``gpus`` and ``cores_logical``) another machine's, as for imported results."""
     cpu = cpu if cpu is not None else cpu_model()
     gpu_list = gpus() if gpu_list is None else gpu_list
+    cores = cores if cores is not None else os.cpu_count()
     words = re.sub(r"\((r|tm)\)|cpu|processor|intel|amd|@|with.*graphics", " ", cpu.lower())
     slug = re.sub(r"[^a-z0-9.]+", "-", words).strip("-") or "cpu"
-    name = f"{slug}-{os.cpu_count()}c"
+    name = f"{slug}-{cores}c"
     if gpu_list:
         g = re.sub(r"nvidia|geforce|tesla|\bsxm\w*|\bpcie\b|\d+gb\b|hbm\w*", " ", gpu_list[0]["name"].lower())
         name += "-" + (re.sub(r"[^a-z0-9]+", "-", g).strip("-") or "gpu")

@@ -711,11 +711,15 @@ def _plot_machine(name: str, frame: pd.DataFrame, fingerprint: dict, out: Path, 
     return written, summary
 
 
-def plot_all(results_dir: Path, out_dir: Path | None = None, log: Log = print) -> list[Path]:
+def plot_all(results_dir: Path, out_dir: Path | None = None, log: Log = print, extras=()) -> list[Path]:
     """Redraw every figure from ``results_dir/*/runs.csv``; returns the files written.
 
     Per-machine files go to ``<results_dir>/<machine>/plots/`` and cross-machine figures to
     ``<results_dir>/plots/``; with ``out_dir`` they go to ``<out_dir>/<machine>/`` and ``<out_dir>/``.
+    ``extras``: more builders, each called as ``extra(loaded, summaries, homes, cross, log)`` and
+    returning the files it wrote (``loaded``: ``load``'s result; ``summaries``: per-point medians
+    per machine; ``homes``: each machine's folder, ``<results_dir>/<machine>`` or
+    ``<out_dir>/<machine>``; ``cross``: the cross-machine folder). ``harness.report`` lists them.
     """
     results_dir = Path(results_dir)
     machines = load(results_dir, log)
@@ -725,18 +729,22 @@ def plot_all(results_dir: Path, out_dir: Path | None = None, log: Log = print) -
     floor_fn = _floor_function(log)
     written: list[Path] = []
     summaries: dict[str, pd.DataFrame] = {}
+    homes: dict[str, Path] = {}
     all_notes: list[str] = []
     for name, (frame, fingerprint) in machines.items():
-        out = (Path(out_dir) / name) if out_dir is not None else results_dir / name / "plots"
+        homes[name] = (Path(out_dir) / name) if out_dir is not None else results_dir / name
+        out = homes[name] if out_dir is not None else homes[name] / "plots"
         paths, summary = _plot_machine(name, frame, fingerprint, out, floor_fn, log)
         written += paths
-        if not summary.empty:
-            summaries[name] = summary
+        summaries[name] = summary
         all_notes += [f"[{name}] {n}" for n in notes_for(frame)]
+    cross = Path(out_dir) if out_dir is not None else results_dir / "plots"
+    for extra in extras:
+        written += extra(machines, summaries, homes, cross, log)
+    summaries = {m: s for m, s in summaries.items() if not s.empty}
     if len(machines) < 2:
         log("plots: cross-machine figures skipped: only one machine folder")
         return written
-    cross = Path(out_dir) if out_dir is not None else results_dir / "plots"
     dtypes = sorted(set().union(*(set(s["dtype"]) for s in summaries.values()))) if summaries else []
     for dtype in dtypes:
         fig = _machines(summaries, dtype, all_notes, log)

@@ -93,6 +93,7 @@ def summary_markdown(
         else:
             out.append(f"No `{REFERENCE}` time at any point: {_why_missing(frame, REFERENCE, dtype)}.")
         out += _numba_targets(table, frame, dtype, ceilings, floor_fn)
+        out += _gpu_standing(table, frame)
         out += _gpu_target(table, frame, dtype)
         out += _gpu_floor(table, frame, dtype, ceilings)
     return "\n".join(out) + "\n"
@@ -183,6 +184,36 @@ def _gpu_floor(table, frame, dtype, ceilings) -> list[str]:
         cells = [str(len(ratio)), f"{ratio.min():.2f}-{ratio.max():.2f}", f"{int((ratio <= 2).sum())} of {len(ratio)}"]
         cells += [f"{ratio[p]:.2f}" if p in ratio else "-" for p in GPU_LANDMARKS]
         lines.append(f"| `{b}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _gpu_standing(table, frame) -> list[str]:
+    """Every backend that ran on the GPU (the rows' ``device``) against the others, point by point:
+    how often it is the fastest GPU backend, its time over the best GPU time, and how often it
+    beats the best CPU backend."""
+    if "device" not in frame.columns:
+        return []
+    device = frame.groupby("backend")["device"].last()
+    gpus = [b for b in _ordered(device.index) if device[b] == "gpu" and b in table]
+    cpus = [b for b in table.columns if device.get(b) == "cpu"]
+    if not gpus:
+        return []
+    timed = table[gpus].dropna(how="all")
+    best_gpu = timed.min(axis=1)
+    best_cpu = table.loc[timed.index, cpus].min(axis=1) if cpus else pd.Series(np.nan, index=timed.index)
+    lines = ["", "### GPU backends (the `device` column), point by point", "",
+             f"{len(timed)} points have a GPU time. Time over best GPU: geometric mean over the backend's points "
+             "of its time / the fastest GPU backend's time there (1 = always the fastest).", "",
+             "| backend | points | fastest GPU backend at | time over best GPU (geo-mean, worst) | beats the best CPU backend at |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    winner = timed.idxmin(axis=1)
+    for b in gpus:
+        mine = timed[b].dropna()
+        over = mine / best_gpu[mine.index]
+        beats = (mine < best_cpu[mine.index]).sum() if cpus else 0
+        cpu_cell = f"{int(beats)} of {int(best_cpu[mine.index].notna().sum())}" if cpus else "no CPU backend timed"
+        lines.append(f"| `{b}` | {len(mine)} | {int((winner[mine.index] == b).sum())} of {len(mine)} | "
+                     f"{_geo(over):.2f}, {over.max():.2f} at {_point(over.idxmax())} | {cpu_cell} |")  # fmt: skip
     return lines
 
 

@@ -191,7 +191,7 @@ def test_reporting_loads_no_backend_module():
     import sys
 
     code = (
-        "import sys, harness.plots, harness.compare, harness.machine_readme, harness.importing; "
+        "import sys, harness.plots, harness.compare, harness.machine_readme, harness.importing, harness.report; "
         "loaded = sorted(m for m in sys.modules if m.startswith('backends.')); "
         "print(loaded); sys.exit(1 if loaded else 0)"
     )
