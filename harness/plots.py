@@ -556,6 +556,7 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
     with the fastest CPU backend.
     """
     frame, _ = newest(frame)
+    frame = fill_device(frame, {})  # a frame not from load(): devices of unknown rows by the registry
     summary = _summary(frame)
     device = frame.groupby(["source", "backend"])["device"].last() if "device" in frame.columns else pd.Series(dtype=str)
     rows = []

@@ -20,7 +20,14 @@ import backends
 from backends import _replay, cupy_fused, cupy_graph
 from backends.base import UnsupportedProblem, logged_iterations, train
 from harness.agreement import TOLERANCE, check, max_relative_error, reference_result
-from harness.problems import XOR2_PUBLISHED_OUTPUT, XOR3_PUBLISHED_LOSSES, scaled, validation_cases, xor2, xor3
+from harness.problems import (
+    XOR2_PUBLISHED_OUTPUT,
+    XOR3_PUBLISHED_LOSSES,
+    scaled,
+    validation_cases,
+    xor2,
+    xor3,
+)
 
 CASES = validation_cases(quick=True)
 

@@ -47,7 +47,8 @@ def test_appending_upgrades_an_older_file_once_and_keeps_every_line(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == ",".join(COLUMNS)
     assert len(lines) == len(before) + 1
-    assert lines[1] == before[1] + "," and lines[2] == before[2] + ","  # padded, values untouched
+    pad = "," * len(ADDED_COLUMNS)
+    assert lines[1] == before[1] + pad and lines[2] == before[2] + pad  # padded, values untouched
     assert "garbage,line" in lines  # a bad line is kept as it was (and still reported as bad)
     frame, bad = read_runs(path)
     assert bad == [4] and list(frame["library"]) == ["", "", "numpy 2.4.6"]
