@@ -315,6 +315,16 @@ def cmd_plot(args) -> int:
     except results.ResultsError as exc:
         raise UsageError(str(exc)) from None
     print(f"{len(paths)} figure files written under {args.results}")
+    readme = DEFAULT_RESULTS.parent / "README.md"
+    if args.results.resolve() == DEFAULT_RESULTS.resolve() and readme.is_file():
+        from harness import readme_block
+
+        try:
+            changed = readme_block.update(readme, args.results)
+        except ValueError as exc:
+            print(f"note: README tables not regenerated: {exc}", file=sys.stderr)
+        else:
+            print(f"README.md: results tables {'regenerated' if changed else 'already current'}")
     return 0
 
 

@@ -5,10 +5,11 @@ Written to ``<results>/plots/`` (or ``out_dir``) by ``draw_comparison``:
 * ``fastest_<dtype>.png/.svg``: one panel per machine, one cell per measured (N, H), coloured by
   the backend with the lowest median time there, labelled with it and the time per iteration;
 * ``crossovers.md`` / ``crossovers.csv``: for every pair of machines (a GPU side and a CPU side,
-  the same machine included) and each hidden width both measured, the smallest batch from which
-  the fastest GPU backend of the first beats the fastest CPU backend of the second (log-log
-  interpolated between grid points, as ``plots.crossovers``), and the best backend on each side
-  at the largest common batch.
+  the same machine included) and each hidden width both measured, the batch from which the
+  fastest GPU backend of the first beats the fastest CPU backend of the second at every larger
+  batch measured (log-log interpolated between grid points, as ``plots.crossovers``; smaller
+  batches where the GPU already won are named), and the best backend on each side at the largest
+  common batch.
 
 GPU and CPU come from each row's ``device`` column (``results.fill_device`` for older rows).
 Each side's times are its own machine's medians: a cross-machine ratio compares two sweeps run
@@ -156,8 +157,8 @@ def draw_comparison(loaded: dict, summaries: dict[str, pd.DataFrame], homes: dic
     plots.write_atomic(out / "crossovers.csv", table.to_csv(index=False))
     lines = ["# CPU <-> GPU crossovers, per pair of machines", "",
              "For each GPU machine, CPU machine (the same one included), dtype and hidden width both measured: "
-             "the smallest batch N from which the fastest GPU backend of the first beats the fastest CPU backend of "
-             "the second (log-log interpolated between grid points; from `runs.csv` medians, newest run per point), "
+             "the batch N from which the fastest GPU backend of the first beats the fastest CPU backend of "
+             "the second at every larger batch measured (log-log interpolated between grid points; from `runs.csv` medians, newest run per point), "
              "and the two winners at the largest common batch.", ""]  # fmt: skip
     if table.empty:
         lines.append("No pair of machines has both GPU and CPU timings at a common point.")

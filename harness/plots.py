@@ -532,26 +532,32 @@ def _machines(summaries: dict[str, pd.DataFrame], dtype: str, notes, log: Log) -
 
 
 def _crossing(batches: np.ndarray, ratio: np.ndarray) -> tuple[float, str]:
-    """First batch where ``ratio`` (challenger time / baseline time) drops below 1, log-interpolated."""
+    """The batch from which ``ratio`` (challenger time / baseline time) stays below 1, log-interpolated
+    between the last grid point where it is not and the next; smaller batches where the challenger
+    was already faster are named in the text."""
     span = f"N={batches[0]}..{batches[-1]}"
-    if ratio[0] < 1:
+    slower = [i for i, r in enumerate(ratio) if r >= 1]
+    earlier = lambda upto: [int(batches[j]) for j in range(upto) if ratio[j] < 1]  # noqa: E731
+    also = lambda upto: f"; also faster at N={','.join(map(str, earlier(upto)))}" if earlier(upto) else ""  # noqa: E731
+    if not slower:
         return float("nan"), f"always (faster from N={batches[0]})"
-    for i in range(1, len(ratio)):
-        if ratio[i] < 1:
-            a, b = math.log(ratio[i - 1]), math.log(ratio[i])
-            t = a / (a - b)  # where log(ratio) reaches 0 on the segment, in log-batch space
-            n = math.exp(math.log(batches[i - 1]) + t * (math.log(batches[i]) - math.log(batches[i - 1])))
-            return n, f"crosses at N~{n:.3g} (between {batches[i - 1]} and {batches[i]})"
-    return float("nan"), f"never in range ({span})"
+    last = slower[-1]
+    if last == len(ratio) - 1:
+        return float("nan"), f"never in range ({span})" + also(last)
+    i = last + 1
+    a, b = math.log(ratio[last]), math.log(ratio[i])
+    t = a / (a - b)  # where log(ratio) reaches 0 on the segment, in log-batch space
+    n = math.exp(math.log(batches[last]) + t * (math.log(batches[i]) - math.log(batches[last])))
+    return n, f"crosses at N~{n:.3g} (between {batches[last]} and {batches[i]})" + also(last)
 
 
 def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
     """Batch at which each backend overtakes numpy, and the fastest GPU overtakes the fastest CPU.
 
-    One row per (machine, dtype, hidden, challenger), over the batch sizes both measured: the first
-    batch where the challenger's median is below the baseline's, interpolated in log-log space between
-    the grid points around it. ``crossover_batch`` is NaN when the result is "always" (already faster at
-    the smallest batch) or "never in range"; ``result`` says which. GPU and CPU are read from the rows'
+    One row per (machine, dtype, hidden, challenger), over the batch sizes both measured: the batch
+    from which the challenger's median stays below the baseline's, interpolated in log-log space
+    between the grid points around it. ``crossover_batch`` is NaN when the result is "always" (faster at every
+    batch measured) or "never in range" (slower at the largest); ``result`` says which. GPU and CPU are read from the rows'
     ``device`` column (what each backend ran on); at each batch the fastest GPU backend is compared
     with the fastest CPU backend.
     """

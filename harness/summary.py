@@ -69,34 +69,44 @@ def summary_markdown(
         "measured side by side in the same sweep on this machine."
     )
     for dtype in sorted(summary["dtype"].unique()):
-        table = summary[summary["dtype"] == dtype].pivot_table(index=["batch", "hidden"], columns="backend", values="median")
+        table = point_table(summary, dtype)
         out += ["", f"## {dtype}", ""]
-        backends = [b for b in _ordered(frame["backend"].unique()) if b != REFERENCE]
-        if REFERENCE in table:
-            base = table[REFERENCE]
-            out.append(f"Speed-up over `{REFERENCE}` ({int(base.notna().sum())} points have a `{REFERENCE}` time):")
-            out.append("")
-            marks = " | ".join(f"{n} x {h}" for n, h in LANDMARKS)
-            out.append(f"| backend | points | geometric mean | slowest point | {marks} |")
-            out.append("|---|---|---|---|" + "---|" * len(LANDMARKS))
-            for b in backends:
-                speed = (base / table[b]).dropna() if b in table else pd.Series(dtype=float)
-                if b not in table:
-                    cells = ["0", f"not timed ({_why_missing(frame, b, dtype)})", ""] + [""] * len(LANDMARKS)
-                elif speed.empty:
-                    cells = ["0", f"no point in common with `{REFERENCE}`", ""] + [""] * len(LANDMARKS)
-                else:
-                    slow = speed.idxmin()
-                    cells = [str(len(speed)), _ratio(_geo(speed)), f"{_ratio(speed[slow])} at {_point(slow)}"]
-                    cells += [_ratio(speed.get(p, float("nan"))) for p in LANDMARKS]
-                out.append(f"| `{b}` | " + " | ".join(cells) + " |")
-        else:
-            out.append(f"No `{REFERENCE}` time at any point: {_why_missing(frame, REFERENCE, dtype)}.")
+        out += speedup_table(table, frame, dtype)
         out += _numba_targets(table, frame, dtype, ceilings, floor_fn)
-        out += _gpu_standing(table, frame)
+        out += gpu_standing(table, frame)
         out += _gpu_target(table, frame, dtype)
         out += _gpu_floor(table, frame, dtype, ceilings)
     return "\n".join(out) + "\n"
+
+
+def point_table(summary: pd.DataFrame, dtype: str) -> pd.DataFrame:
+    """Medians of one dtype: rows (batch, hidden), a column per backend."""
+    part = summary[summary["dtype"] == dtype]
+    return part.pivot_table(index=["batch", "hidden"], columns="backend", values="median")
+
+
+def speedup_table(table: pd.DataFrame, frame: pd.DataFrame, dtype: str) -> list[str]:
+    """Every backend's speed-up over NumPy: geometric mean, slowest point, the landmark points."""
+    backends = [b for b in _ordered(frame["backend"].unique()) if b != REFERENCE]
+    if REFERENCE not in table:
+        return [f"No `{REFERENCE}` time at any point: {_why_missing(frame, REFERENCE, dtype)}."]
+    base = table[REFERENCE]
+    out = [f"Speed-up over `{REFERENCE}` ({int(base.notna().sum())} points have a `{REFERENCE}` time):", ""]
+    marks = " | ".join(f"{n} x {h}" for n, h in LANDMARKS)
+    out.append(f"| backend | points | geometric mean | slowest point | {marks} |")
+    out.append("|---|---|---|---|" + "---|" * len(LANDMARKS))
+    for b in backends:
+        speed = (base / table[b]).dropna() if b in table else pd.Series(dtype=float)
+        if b not in table:
+            cells = ["0", f"not timed ({_why_missing(frame, b, dtype)})", ""] + [""] * len(LANDMARKS)
+        elif speed.empty:
+            cells = ["0", f"no point in common with `{REFERENCE}`", ""] + [""] * len(LANDMARKS)
+        else:
+            slow = speed.idxmin()
+            cells = [str(len(speed)), _ratio(_geo(speed)), f"{_ratio(speed[slow])} at {_point(slow)}"]
+            cells += [_ratio(speed.get(p, float("nan"))) for p in LANDMARKS]
+        out.append(f"| `{b}` | " + " | ".join(cells) + " |")
+    return out
 
 
 def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
@@ -187,7 +197,7 @@ def _gpu_floor(table, frame, dtype, ceilings) -> list[str]:
     return lines
 
 
-def _gpu_standing(table, frame) -> list[str]:
+def gpu_standing(table, frame) -> list[str]:
     """Every backend that ran on the GPU (the rows' ``device``) against the others, point by point:
     how often it is the fastest GPU backend, its time over the best GPU time, and how often it
     beats the best CPU backend."""
