@@ -17,6 +17,12 @@ import backends
 from backends.base import DTYPES, UnsupportedProblem, logged_iterations, train
 
 EXIT_USAGE = 2
+#: Most iterations of one ``run`` (loop counters stay within a signed 32-bit integer on every
+#: backend) and most logged losses (the loss buffer is allocated before the loop starts).
+MAX_RUN_ITERATIONS = (1 << 31) - 1
+MAX_LOGGED = 1 << 24
+#: A problem may take at most this share of the memory available now (as ``bench`` admits points).
+MEMORY_SHARE = 0.7
 DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
@@ -50,11 +56,21 @@ def non_negative_int(text: str) -> int:
 
 
 def int_list(text: str) -> list[int]:
-    return [positive_int(part) for part in text.split(",") if part.strip()] or _empty(text)
+    return _unique([positive_int(part) for part in text.split(",") if part.strip()] or _empty(text))
 
 
 def name_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()] or _empty(text)
+    return _unique([part.strip() for part in text.split(",") if part.strip()] or _empty(text))
+
+
+def _unique(values: list) -> list:
+    """A list option naming one value twice would run (or report) the same thing twice."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise argparse.ArgumentTypeError(f"{value!r} given twice")
+        seen.add(value)
+    return values
 
 
 def _empty(text: str):
@@ -149,6 +165,12 @@ def cmd_run(args) -> int:
         problem = build().astype(args.dtype)
     iterations = args.iterations or iterations
     log_every = log_every if args.log_every is None else args.log_every
+    if iterations > MAX_RUN_ITERATIONS:
+        raise UsageError(f"--iterations {iterations}: at most {MAX_RUN_ITERATIONS}")
+    logged = len(logged_iterations(iterations, log_every))
+    if logged > MAX_LOGGED:
+        raise UsageError(f"--log-every {log_every} would log {logged} losses (at most {MAX_LOGGED}); log less often")
+    _admit_memory(args.backend, problem)
     start = time.perf_counter()
     try:
         result = train(module, problem, iterations, log_every)
@@ -168,6 +190,19 @@ def cmd_run(args) -> int:
         print(f"elapsed {seconds:.3f} s ({args.backend}, {args.problem}, {args.dtype}, {iterations} iterations, "
               "including compilation)")  # fmt: skip
     return 0
+
+
+def _admit_memory(backend: str, problem) -> None:
+    """Refuse a problem that would not fit in the memory available now (``bench``'s rule)."""
+    import psutil
+
+    from harness.bench import bytes_needed
+
+    need = bytes_needed(backend, problem.dtype, problem.batch, max(problem.sizes))
+    free = psutil.virtual_memory().available
+    if need > MEMORY_SHARE * free:
+        raise UsageError(f"{backend} at N={problem.batch}, H={max(problem.sizes)} ({problem.dtype}) needs "
+                         f"~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available")  # fmt: skip
 
 
 def cmd_validate(args) -> int:
@@ -221,6 +256,9 @@ def cmd_bench(args) -> int:
     for label, values, high in (("batch", args.batch, MAX_BATCH), ("hidden", args.hidden, MAX_WIDTH)):
         if values and max(values) > high:
             raise UsageError(f"--{label} {max(values)} is larger than the supported {high}")
+    cpus = len(os.sched_getaffinity(0))
+    if args.threads and args.threads > cpus:
+        raise UsageError(f"--threads {args.threads}: this process may run on {cpus} CPUs")
     machine = args.machine or machine_name()
     if not machine.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UsageError(f"--machine {machine!r}: use letters, digits, '.', '-' and '_' only")
@@ -308,6 +346,7 @@ def cmd_plot(args) -> int:
 
     if not args.results.is_dir():
         raise UsageError(f"no results folder at {args.results}")
+    _require_results(args.results)
     try:
         from harness.report import draw_all
 
@@ -326,6 +365,26 @@ def cmd_plot(args) -> int:
         else:
             print(f"README.md: results tables {'regenerated' if changed else 'already current'}")
     return 0
+
+
+def _require_results(directory: Path) -> None:
+    """At least one machine folder whose runs.csv can be read; else one line naming why."""
+    from harness import results
+
+    found = sorted(directory.glob(f"*/{results.RUNS}"))
+    if not found:
+        raise UsageError(f"no {results.RUNS} under {directory}/*/: nothing to plot")
+    reasons = []
+    for path in found:
+        try:
+            results.read_runs(path)
+            return
+        except results.ResultsError as exc:
+            reasons.append(str(exc))
+        except OSError as exc:
+            reasons.append(f"{path}: {exc.strerror or exc}")
+    raise UsageError(f"no readable {results.RUNS} under {directory}: {reasons[0]}"
+                     + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))  # fmt: skip
 
 
 def cmd_floor(args) -> int:

@@ -78,6 +78,19 @@ BAD = [
     (["bench", "--machine", "../evil"], "letters, digits"),
     (["bench", "--threads", "0"], "must be positive"),
     (["plot", "--results", "/nonexistent/folder"], "no results folder"),
+    (["run", "--backend", "numpy", "--problem", "scaled", "--batch", "65536", "--hidden", "65536"], "GiB available"),
+    (["run", "--backend", "python", "--problem", "scaled", "--batch", "1048576", "--hidden", "4096"], "GiB available"),
+    (["run", "--backend", "numpy", "--problem", "xor3", "--iterations", "99999999999999999"], "at most 2147483647"),
+    (["run", "--backend", "numpy", "--problem", "xor3", "--iterations", "100000000", "--log-every", "1"],
+     "would log 100000000 losses"),
+    (["bench", "--threads", "100000"], "may run on"),
+    (["bench", "--dtype", "float64,float64"], "'float64' given twice"),
+    (["bench", "--batch", "4,16,4"], "4 given twice"),
+    (["bench", "--hidden", "64,64"], "64 given twice"),
+    (["bench", "--backends", "numpy,numba-cpu,numpy"], "'numpy' given twice"),
+    (["validate", "--backends", "numpy,numpy"], "'numpy' given twice"),
+    (["floor", "--batch", "4,4"], "4 given twice"),
+    (["import-results", "/nonexistent/folder"], "no results folder"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ]
@@ -93,6 +106,17 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, fakes):
 def test_bad_input_in_a_real_process_has_no_traceback():
     out = cli("run", "--backend", "numpy", "--problem", "scaled", "--batch", "-1")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_plot_refuses_a_folder_without_readable_results_and_writes_nothing(tmp_path, capsys):
+    assert main(["plot", "--results", str(tmp_path)]) == 2
+    assert "no runs.csv under" in capsys.readouterr().err
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "runs.csv").write_text("not,a,results,file\n1,2,3,4\n")
+    assert main(["plot", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no readable runs.csv" in err and "missing columns" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["m", "runs.csv"]
 
 
 def test_bench_refuses_unusable_results_and_leaves_them_untouched(tmp_path, capsys):
