@@ -1,13 +1,24 @@
-"""The data every backend shares: the problem it trains on and the result it returns.
+"""The backend contract and the data every backend shares: the problem it trains on and the
+result it returns.
 
-A backend module (see ``backends/__init__.py`` for the registry) provides::
+A backend module (see ``backends/__init__.py`` for the registry) is a ``Backend`` (below)::
 
     DTYPES: tuple[str, ...]            # dtypes it supports, e.g. ("float64", "float32")
-    DEVICE: str                         # "cpu" or "gpu"
+    DEVICE: str                         # "cpu" or "gpu": where it runs in this process
     def available() -> str | None       # None when usable here, else the reason it is not
     def prepare(problem) -> state       # copy inputs/weights where the loop will use them
     def run(state, iterations, log_every) -> None   # the whole training loop, synchronous
     def fetch(state) -> TrainResult     # bring the weights and logged losses back to the host
+
+and may provide (the harness reads them only through ``threads_of``, ``set_threads_of`` and
+``simulated``)::
+
+    def threads() -> int | None         # threads its loop uses (None: no CPU pool, e.g. a GPU)
+    def set_threads(n) -> None          # use n threads (BLAS and Numba are limited by the harness)
+    SIMULATED: bool                     # runs on the CUDA simulator (the harness shortens cases)
+
+Adding a backend is its file plus one registry line (``backends/__init__.py``), which also
+gives its device class, plot colour and marker.
 
 ``prepare`` and ``fetch`` are where a GPU backend moves data; ``run`` is the loop alone, so the
 harness can time the device-resident loop and the end-to-end call separately. ``run`` returns
@@ -17,10 +28,45 @@ only when the work is finished (asynchronous backends synchronise before returni
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the harness needs of a backend module (``isinstance(module, Backend)`` checks it)."""
+
+    DTYPES: tuple[str, ...]
+    DEVICE: str
+
+    def available(self) -> str | None: ...
+
+    def prepare(self, problem: Problem) -> Any: ...
+
+    def run(self, state: Any, iterations: int, log_every: int) -> None: ...
+
+    def fetch(self, state: Any) -> TrainResult: ...
+
+
+def threads_of(module) -> int | None:
+    """The backend's ``threads()``, or None where it has no thread pool of its own to report."""
+    get = getattr(module, "threads", None)
+    return get() if get else None
+
+
+def set_threads_of(module, n: int) -> None:
+    """The backend's ``set_threads(n)`` where it has one."""
+    setter = getattr(module, "set_threads", None)
+    if setter:
+        setter(n)
+
+
+def simulated(module) -> bool:
+    """True when the backend runs on the CUDA simulator (each GPU thread a Python thread)."""
+    return bool(getattr(module, "SIMULATED", False))
 
 
 class UnsupportedProblem(ValueError):

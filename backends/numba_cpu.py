@@ -131,3 +131,7 @@ def fetch(state: dict) -> TrainResult:
     if state["layers"] == 2:
         weights.append(np.ascontiguousarray(state["W1t"].T))
     return TrainResult(weights, losses)
+
+
+def threads() -> int:
+    return 1  # the loop is one compiled call on the calling thread (numba-parallel is the threaded one)

@@ -52,3 +52,11 @@ def run(state: dict, iterations: int, log_every: int) -> None:
 def fetch(state: dict) -> TrainResult:
     losses = np.concatenate(state["losses"]) if state["losses"] else np.empty(0)
     return TrainResult([w.copy() for w in state["W"]], losses)
+
+
+def threads() -> int | None:
+    """Threads of the BLAS library behind NumPy's matmul (the harness limits it to its count)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts) if counts else None

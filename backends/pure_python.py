@@ -77,3 +77,7 @@ def fetch(state: dict) -> TrainResult:
     import numpy as np  # only to hand results back in the shared format; the loop uses none
 
     return TrainResult([np.array(w, dtype=np.float64) for w in state["W"]], np.array(state["losses"], dtype=np.float64))
+
+
+def threads() -> int:
+    return 1  # one interpreter thread runs the loop

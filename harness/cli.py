@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import backends
-from backends.base import DTYPES, UnsupportedProblem, logged_iterations, train
+from backends.base import DTYPES, UnsupportedProblem, logged_iterations, simulated, train
 
 EXIT_USAGE = 2
 #: Most iterations of one ``run`` (loop counters stay within a signed 32-bit integer on every
@@ -222,8 +222,8 @@ def cmd_validate(args) -> int:
             print(f"{name:<15} {'(all)':<40} {'':>13}  unavailable: {why}")
             continue
         module = backends.load(name)
-        cases = validation_cases(quick=args.quick or getattr(module, "SIMULATED", False))
-        if getattr(module, "SIMULATED", False):
+        cases = validation_cases(quick=args.quick or simulated(module))
+        if simulated(module):
             cases = [c for c in cases if c.iterations <= 2000 and c.problem.batch * max(c.problem.sizes) <= 1024]
             print(f"{name:<15} (CUDA simulator: long and large cases left out; run on a GPU for the full table)")
         for case in cases:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.base import DeviceFault, TrainResult, UnsupportedProblem
+from backends.base import DeviceFault, TrainResult, UnsupportedProblem, set_threads_of, threads_of
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,7 @@ class _Runner:
         self.iterations = 1
 
     def threads(self) -> int | None:
-        get = getattr(self.module, "threads", None)
-        return get() if get else None
+        return threads_of(self.module)
 
     def timed_run(self, iterations: int) -> tuple[float, float, TrainResult]:
         """Seconds of run() alone and of prepare+run+fetch; preparation is a fresh copy each time."""
@@ -88,6 +87,21 @@ class _Runner:
                 "compile_seconds": first_call,
                 "max_rel_error": error,
             }
+        # The timed runs log nothing (log_every = 0), a branch of its own in some backends (jax
+        # compiles a variant, numba-cuda launches other kernels): validate that path too, on the
+        # same iterations, against the reference's weights.
+        state = m.prepare(self.problem)
+        m.run(state, point.validate_iterations, 0)
+        unlogged = m.fetch(state)
+        silent = max_relative_error(unlogged, TrainResult(reference.weights, np.empty(0)))
+        if not (_finite(unlogged) and silent <= TOLERANCE[point.dtype]):
+            return {
+                "status": "invalid",
+                "reason": f"the unlogged (timed) path: max relative error {silent:.3g} > {TOLERANCE[point.dtype]:g} vs float64 numpy",
+                "compile_seconds": first_call,
+                "max_rel_error": silent,
+            }
+        error = max(error, silent)
         # Calibrate: one iteration tells the cost; raise T until one timed run lasts min_time. The
         # first short run is a warm-up: the timed path (log_every = 0) may compile a variant of
         # its own (JAX specialises on the number of logged losses).
@@ -133,9 +147,7 @@ def apply_threads(module, threads: int) -> None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
-    setter = getattr(module, "set_threads", None)
-    if setter:
-        setter(threads)
+    set_threads_of(module, threads)
 
 
 def _serve(conn, backend: str, threads: int | None) -> None:
@@ -155,7 +167,7 @@ def _serve(conn, backend: str, threads: int | None) -> None:
     except Exception as exc:
         conn.send({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
         return
-    device = getattr(runner.module, "DEVICE", "")  # where this backend runs in this process
+    device = runner.module.DEVICE  # where this backend runs in this process
     conn.send({"status": "ready", "library": backends.library(backend), "device": device})
     while True:
         try:

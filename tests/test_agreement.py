@@ -35,8 +35,28 @@ def usable(name):
     return backends.load(name)
 
 
-def simulated(module) -> bool:
-    return bool(getattr(module, "SIMULATED", False))
+from backends.base import Backend, simulated  # noqa: E402
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_module_meets_the_contract(name):
+    """Every backend that imports here is a Backend, with a registry entry that names its device."""
+    import importlib
+
+    entry = backends.REGISTRY[name]
+    assert entry.device in backends.DEVICES and entry.colour and entry.package
+    try:
+        module = importlib.import_module(entry.module)
+    except ImportError as exc:
+        pytest.skip(f"{name}: its library is not installed here ({exc.name}): the import is what fails")
+    assert isinstance(module, Backend), f"{name}: missing {[n for n in ('DTYPES', 'DEVICE', 'available', 'prepare', 'run', 'fetch') if not hasattr(module, n)]}"
+    assert set(module.DTYPES) <= {"float64", "float32"} and module.DEVICE in ("cpu", "gpu")
+    if entry.device != "any":
+        assert module.DEVICE == entry.device
+    threads = module.threads() if hasattr(module, "threads") else None
+    assert threads is None or (isinstance(threads, int) and threads >= 1)
+    if module.DEVICE == "cpu":
+        assert isinstance(threads, int), f"{name} runs on the CPU: it must report its threads"
 
 
 def shorten(case: Case, iterations: int = 12) -> Case:

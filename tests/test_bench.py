@@ -49,6 +49,13 @@ def test_every_fault_is_recorded_and_other_points_survive(tmp_path, fakes):
         assert len(rows) == points, backend  # one row per point with its status: nothing dropped
 
 
+def test_validation_covers_the_unlogged_path_that_is_timed(tmp_path, fakes):
+    frame = run_sweep(tmp_path, ["numpy", "fake-silent-wrong"])
+    wrong = frame[frame["backend"] == "fake-silent-wrong"]
+    assert set(wrong["status"]) == {"invalid"}
+    assert wrong["reason"].str.contains("unlogged").all()
+
+
 def test_a_device_fault_is_recorded_and_the_worker_replaced(tmp_path, fakes):
     """A device error (a refused cooperative launch, device memory, a faulting kernel) is a
     crashed point with its reason; the worker that saw it ends, and a fresh one runs the rest."""

@@ -17,6 +17,7 @@ FAKES = {
     "fake-compiles": "tests.fakes.compiles",
     "fake-hiccup": "tests.fakes.hiccup",
     "fake-device-fault": "tests.fakes.device_fault",
+    "fake-silent-wrong": "tests.fakes.silent_wrong",
 }
 
 
