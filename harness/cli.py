@@ -356,7 +356,7 @@ def cmd_plot(args) -> int:
     print(f"{len(paths)} figure files written under {args.results}")
     readme = DEFAULT_RESULTS.parent / "README.md"
     if args.results.resolve() == DEFAULT_RESULTS.resolve() and readme.is_file():
-        from harness import readme_block
+        from harness.report import readme_block
 
         try:
             changed = readme_block.update(readme, args.results)

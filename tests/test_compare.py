@@ -13,8 +13,8 @@ import sys
 import pandas as pd
 import pytest
 
-from harness import compare, importing
-from harness.report import draw_all
+from harness import importing
+from harness.report import compare, draw_all
 from harness.results import ADDED_COLUMNS, COLUMNS, append_rows, fill_device, nominal_device, read_runs
 
 BATCHES = (4, 64, 1024, 16384)

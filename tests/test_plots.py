@@ -1,4 +1,4 @@
-"""harness.plots draws every figure from stored CSV alone: synthetic results, no backend involved."""
+"""harness.report draws every figure from stored CSV alone: synthetic results, no backend involved."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import types
 import pandas as pd
 import pytest
 
-from harness.plots import crossovers, notes_for, plot_all
+from harness.report import draw_all as plot_all
+from harness.report.crossovers import crossovers
+from harness.report.rows import medians, newest, notes_for
 from harness.results import COLUMNS, append_rows, read_runs
 
 BATCHES = (4, 16, 64, 256)
@@ -163,26 +165,42 @@ def test_single_machine_skips_cross_machine_with_reason(tmp_path):
     assert not [p for p in written if p.suffix in (".png", ".svg")]
 
 
-def test_plots_import_no_backend():
-    """Figures come from stored CSV alone: the module imports plotting and results code, never a backend."""
+def test_reporting_imports_no_backend_and_has_no_import_loop():
+    """Figures come from stored CSV alone: each reporting module imports plotting, results and
+    registry code, never a backend module; and the modules form stages, with no import loop."""
     import ast
-    import inspect
+    import pkgutil
+    from pathlib import Path
 
-    import harness.plots
+    import harness.report
 
-    tree = ast.parse(inspect.getsource(harness.plots))
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    roots = {m.split(".")[0] for m in imported} - {"__future__", "harness", "matplotlib", "numpy", "pandas"}
-    assert roots <= {"io", "math", "textwrap", "zlib", "collections", "pathlib", "backends"}, roots
-    assert {m for m in imported if m.startswith("backends")} <= {"backends"}  # the registry, no backend module
-    assert {m for m in imported if m.startswith("harness")} <= {"harness.results", "harness.floor", "harness.summary"}
-    tree = ast.parse(inspect.getsource(__import__("harness.summary").summary))
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert {m.split(".")[0] for m in imported} <= {"__future__", "math", "collections", "numpy", "pandas", "harness"}
-    # harness.gpu_floor: its floor arithmetic (the module imports no CUDA library until it measures)
-    assert {m for m in imported if m.startswith("harness")} <= {"harness.plots", "harness.gpu_floor"}
+    allowed_roots = {"__future__", "harness", "backends", "matplotlib", "numpy", "pandas", "io", "math", "textwrap",
+                     "zlib", "collections", "pathlib", "dataclasses"}  # fmt: skip
+    graph = {}
+    for info in pkgutil.iter_modules(harness.report.__path__):
+        name = f"harness.report.{info.name}"
+        path = Path(harness.report.__path__[0]) / f"{info.name}.py"
+        graph[name] = set()
+        tree = ast.parse(path.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {f"harness.report.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                     and n.module == "harness.report" for a in n.names}  # fmt: skip
+        assert {m.split(".")[0] for m in imported} <= allowed_roots, (name, imported)
+        assert {m for m in imported if m.startswith("backends")} <= {"backends"}, name  # the registry only
+        outside = {m for m in imported if m.startswith("harness") and not m.startswith("harness.report")}
+        assert outside <= {"harness.results", "harness.floor", "harness.gpu_floor"}, (name, outside)
+        graph[name] = {m for m in imported if m.startswith("harness.report.")} - {name}
+
+    def reach(start, seen):
+        for nxt in graph.get(start, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                reach(nxt, seen)
+        return seen
+
+    for name in graph:
+        assert name not in reach(name, set()), f"import loop through {name}"
 
 
 def test_reporting_loads_no_backend_module():
@@ -191,7 +209,7 @@ def test_reporting_loads_no_backend_module():
     import sys
 
     code = (
-        "import sys, harness.plots, harness.compare, harness.machine_readme, harness.importing, harness.report; "
+        "import sys, harness.report, harness.report.readme_block, harness.importing; "
         "loaded = sorted(m for m in sys.modules if m.startswith('backends.')); "
         "print(loaded); sys.exit(1 if loaded else 0)"
     )
@@ -216,8 +234,7 @@ def test_summary_report(drawn):
 
 def test_summary_gpu_floor():
     from harness.gpu_floor import gpu_floor_seconds
-    from harness.plots import _summary, newest
-    from harness.summary import summary_markdown
+    from harness.report.summary import summary_markdown
     from tests.test_gpu_floor import H100_LIKE
 
     rows = []
@@ -226,16 +243,15 @@ def test_summary_gpu_floor():
         per_run = 100 * floor  # rows hold seconds of 100 iterations
         rows += [row("numpy", n, h, 1.0), row("numba-cuda", n, h, 1.5 * per_run), row("numba-cuda-mlir", n, h, 3 * per_run)]
     frame, _ = newest(pd.DataFrame(rows, columns=COLUMNS))
-    text = summary_markdown("m", frame, _summary(frame), H100_LIKE, None)
+    text = summary_markdown("m", frame, medians(frame), H100_LIKE, None)
     assert "| `numba-cuda` | 3 | 1.50-1.50 | 3 of 3 | 1.50 | 1.50 | 1.50 |" in text
     assert "| `numba-cuda-mlir` | 3 | 3.00-3.00 | 0 of 3 | 3.00 | 3.00 | 3.00 |" in text
-    text = summary_markdown("m", frame, _summary(frame), {"x": 1}, None)
+    text = summary_markdown("m", frame, medians(frame), {"x": 1}, None)
     assert "GPU floor: unmeasured (machine.json has no GPU ceilings" in text
 
 
 def test_summary_floor_and_gpu_ratios():
-    from harness.plots import _summary, newest
-    from harness.summary import summary_markdown
+    from harness.report.summary import summary_markdown
 
     rows = []
     for n, h in ((1024, 1024), (4096, 1024), (16, 16)):
@@ -244,7 +260,7 @@ def test_summary_floor_and_gpu_ratios():
         rows += [row("jax", n, h, 3 * t), row("numba-cuda", n, h, t / 25)]
     frame, _ = newest(pd.DataFrame(rows, columns=COLUMNS))
     floor = lambda n, h, dtype, ceilings: 1e-11 * n * h / 1.5  # noqa: E731  (per iteration: best Numba = 1.5x floor)
-    text = summary_markdown("m", frame, _summary(frame), {"x": 1}, floor)
+    text = summary_markdown("m", frame, medians(frame), {"x": 1}, floor)
     assert "| 1024 x 1024 | 1.50 | 3.00 | 10.00 |" in text and "| 4096 x 1024 | 1.50 | 3.00 | 10.00 |" in text
     assert "16 x 16 |" not in text.split("Points with N*H >= 2^20")[1]  # only N*H >= 2^20 is priced
     assert "within 2x at 2 of 2 points" in text

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import readme_block
+from harness.report import readme_block
 
 ROOT = Path(__file__).resolve().parent.parent
 

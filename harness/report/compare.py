@@ -7,7 +7,7 @@ Written to ``<results>/plots/`` (or ``out_dir``) by ``draw_comparison``:
 * ``crossovers.md`` / ``crossovers.csv``: for every pair of machines (a GPU side and a CPU side,
   the same machine included) and each hidden width both measured, the batch from which the
   fastest GPU backend of the first beats the fastest CPU backend of the second at every larger
-  batch measured (log-log interpolated between grid points, as ``plots.crossovers``; smaller
+  batch measured (log-log interpolated between grid points, as ``crossovers.crossovers``; smaller
   batches where the GPU already won are named), and the best backend on each side at the largest
   common batch.
 
@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import plots
-
-Log = plots.Log
+from harness.report import figures
+from harness.report.crossovers import _us, devices_of, pair_crossovers
+from harness.report.rows import RUNS, Log, colour, markdown, notes_for, ordered
+from harness.results import write_atomic
 
 
 def fastest(summary: pd.DataFrame) -> pd.DataFrame:
@@ -37,63 +38,13 @@ def fastest(summary: pd.DataFrame) -> pd.DataFrame:
     return best[["dtype", "batch", "hidden", "backend", "median"]].reset_index(drop=True)
 
 
-def _side(summary: pd.DataFrame, devices: dict[str, str], device: str, dtype: str, hidden: int) -> pd.DataFrame:
-    part = summary[(summary["dtype"] == dtype) & (summary["hidden"] == hidden)]
-    part = part[part["backend"].map(lambda b: devices.get(b) == device)]
-    if part.empty:
-        return part
-    return part.loc[part.groupby("batch")["median"].idxmin()].set_index("batch").sort_index()
-
-
-def devices_of(frame: pd.DataFrame) -> dict[str, str]:
-    """backend -> the device its newest rows report (``fill_device`` has filled older rows)."""
-    frame, _ = plots.newest(frame)
-    return frame.groupby("backend")["device"].last().to_dict() if not frame.empty else {}
-
-
-def pair_crossovers(machines: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
-    """``machines``: {name: (rows, per-point summary)}. One row per (GPU machine, CPU machine,
-    dtype, hidden) both measured."""
-    out = []
-    devices = {m: devices_of(rows) for m, (rows, _) in machines.items()}
-    for gpu_m, (_, gpu_summary) in machines.items():
-        for cpu_m, (_, cpu_summary) in machines.items():
-            for dtype in sorted(set(gpu_summary["dtype"]) & set(cpu_summary["dtype"])):
-                widths = sorted(set(gpu_summary[gpu_summary["dtype"] == dtype]["hidden"])
-                                & set(cpu_summary[cpu_summary["dtype"] == dtype]["hidden"]))  # fmt: skip
-                for hidden in widths:
-                    g = _side(gpu_summary, devices[gpu_m], "gpu", dtype, hidden)
-                    c = _side(cpu_summary, devices[cpu_m], "cpu", dtype, hidden)
-                    if g.empty or c.empty:
-                        continue
-                    both = pd.concat([g["median"], c["median"]], axis=1, keys=["g", "c"]).dropna()
-                    if both.empty:
-                        continue
-                    n, text = plots._crossing(both.index.to_numpy(), (both["g"] / both["c"]).to_numpy())
-                    top = both.index.max()
-                    out.append({
-                        "gpu_machine": gpu_m, "cpu_machine": cpu_m, "dtype": dtype, "hidden": hidden,
-                        "crossover_batch": n, "result": text,
-                        "at_N=max": f"{top}: {g.loc[top, 'backend']} {_us(g.loc[top, 'median'])} vs "
-                                         f"{c.loc[top, 'backend']} {_us(c.loc[top, 'median'])}",
-                    })  # fmt: skip
-    columns = ["gpu_machine", "cpu_machine", "dtype", "hidden", "crossover_batch", "result", "at_N=max"]
-    return pd.DataFrame(out, columns=columns)
-
-
-def _us(seconds: float) -> str:
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} us"
-
-
 def _fastest_figure(bests: dict[str, pd.DataFrame], devices: dict[str, dict], dtype: str, notes: list[str]):
     names = sorted(bests)
-    cols, rows = plots._grid(len(names), 2)
+    cols, rows = figures.grid_shape(len(names), 2)
     sizes = {m: (sorted(b["batch"].unique()), sorted(b["hidden"].unique())) for m, b in bests.items()}
     width = max(0.62 * len(sizes[m][0]) + 1.6 for m in names)
     height = max(0.42 * len(sizes[m][1]) + 1.4 for m in names)
-    fig, width_chars, _ = plots._new_figure(cols, rows, notes, (width, height))
+    fig, width_chars, _ = figures.new_figure(cols, rows, notes, (width, height))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     shown = set()
     for ax, machine in zip(axes, names):
@@ -102,15 +53,15 @@ def _fastest_figure(bests: dict[str, pd.DataFrame], devices: dict[str, dict], dt
         image = np.ones((len(hiddens), len(batches), 3)) * 0.87  # grey: not measured
         for r in best.itertuples(index=False):
             i, j = hiddens.index(r.hidden), batches.index(r.batch)
-            image[i, j] = matplotlib_rgb(plots.colour(r.backend))
+            image[i, j] = matplotlib_rgb(colour(r.backend))
             shown.add(r.backend)
             light = sum(image[i, j]) > 1.6
             where = " GPU" if devices[machine].get(r.backend) == "gpu" else ""
             ax.text(j, i, f"{_short(r.backend)}{where}\n{_us(r.median)}", ha="center", va="center", fontsize=6,
                     color="black" if light else "white")  # fmt: skip
         ax.imshow(image, origin="lower", aspect="auto")
-        ax.set_xticks(range(len(batches)), [plots._size_label(b) for b in batches], fontsize=7)
-        ax.set_yticks(range(len(hiddens)), [plots._size_label(h) for h in hiddens], fontsize=7)
+        ax.set_xticks(range(len(batches)), [figures.size_label(b) for b in batches], fontsize=7)
+        ax.set_yticks(range(len(hiddens)), [figures.size_label(h) for h in hiddens], fontsize=7)
         ax.set_xlabel("batch N")
         ax.set_ylabel("hidden H")
         ax.set_title(machine, fontsize=10)
@@ -118,11 +69,11 @@ def _fastest_figure(bests: dict[str, pd.DataFrame], devices: dict[str, dict], dt
         ax.set_visible(False)
     from matplotlib.patches import Patch
 
-    order = plots._ordered(shown)
-    fig.legend([Patch(color=plots.colour(n)) for n in order], order, loc="outside right upper", fontsize=8,
+    order = ordered(shown)
+    fig.legend([Patch(color=colour(n)) for n in order], order, loc="outside right upper", fontsize=8,
                title="fastest")  # fmt: skip
     fig.suptitle(f"fastest backend per point, {dtype} (label: backend, GPU if it ran on one, median time per iteration)")
-    plots._footer(fig, notes, f"data: {', '.join(f'{m}/{plots.RUNS}' for m in names)}, {dtype}", width_chars)
+    figures.footer(fig, notes, f"data: {', '.join(f'{m}/{RUNS}' for m in names)}, {dtype}", width_chars)
     return fig
 
 
@@ -136,8 +87,8 @@ def _short(name: str) -> str:
     return name.replace("numba-", "nb-").replace("-compile", "-c").replace("parallel", "par")
 
 
-def draw_comparison(loaded: dict, summaries: dict[str, pd.DataFrame], homes: dict, out: Path, log: Log = print) -> list[Path]:
-    """The cross-machine files (a ``plots.plot_all`` extra). ``loaded``: ``plots.load``'s
+def draw_comparison(loaded: dict, summaries: dict[str, pd.DataFrame], out: Path, log: Log = print) -> list[Path]:
+    """The cross-machine files (a cross-machine builder of ``harness.report``). ``loaded``: ``plots.load``'s
     {machine: (rows, fingerprint)}; ``summaries``: per-point medians of each machine."""
     written: list[Path] = []
     machines = {m: (loaded[m][0], s) for m, s in summaries.items() if not s.empty}
@@ -150,11 +101,11 @@ def draw_comparison(loaded: dict, summaries: dict[str, pd.DataFrame], homes: dic
         if not bests:
             continue
         notes = [f"{m}: no {dtype} rows" for m in machines if m not in bests]
-        notes += [f"[{m}] {n}" for m in bests for n in plots.notes_for(loaded[m][0][loaded[m][0]["dtype"] == dtype])]
+        notes += [f"[{m}] {n}" for m in bests for n in notes_for(loaded[m][0][loaded[m][0]["dtype"] == dtype])]
         devices = {m: devices_of(loaded[m][0]) for m in bests}
-        written += plots._save(_fastest_figure(bests, devices, dtype, notes), out, f"fastest_{dtype}")
+        written += figures.save(_fastest_figure(bests, devices, dtype, notes), out, f"fastest_{dtype}")
     table = pair_crossovers(machines)
-    plots.write_atomic(out / "crossovers.csv", table.to_csv(index=False))
+    write_atomic(out / "crossovers.csv", table.to_csv(index=False))
     lines = ["# CPU <-> GPU crossovers, per pair of machines", "",
              "For each GPU machine, CPU machine (the same one included), dtype and hidden width both measured: "
              "the batch N from which the fastest GPU backend of the first beats the fastest CPU backend of "
@@ -163,8 +114,8 @@ def draw_comparison(loaded: dict, summaries: dict[str, pd.DataFrame], homes: dic
     if table.empty:
         lines.append("No pair of machines has both GPU and CPU timings at a common point.")
     else:
-        lines.append(plots._markdown(table))
-    plots.write_atomic(out / "crossovers.md", "\n".join(lines) + "\n")
+        lines.append(markdown(table))
+    write_atomic(out / "crossovers.md", "\n".join(lines) + "\n")
     written += [out / "crossovers.csv", out / "crossovers.md"]
     log(f"plots: crossovers across machines: {len(table)} rows in {out / 'crossovers.md'}")
     return written

@@ -1,6 +1,6 @@
 """The headline figures of one machine's results, as Markdown: ``<machine>/plots/summary.md``.
 
-Computed from the per-point medians that the plots use (``plots._summary`` of the newest run of
+Computed from the per-point medians that the plots use (``rows.medians`` of the newest run of
 each point), so the README's tables can be regenerated from stored results with ``make plots``:
 
 * speed-up of every backend over NumPy: geometric mean over the points both measured, the slowest
@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from harness.plots import REFERENCE, _ordered
+from harness.report.rows import REFERENCE, ordered
 
 NUMBA_CPU = ("numba-cpu", "numba-parallel")
 LANDMARKS = ((4, 4), (4096, 1024))
@@ -87,7 +87,7 @@ def point_table(summary: pd.DataFrame, dtype: str) -> pd.DataFrame:
 
 def speedup_table(table: pd.DataFrame, frame: pd.DataFrame, dtype: str) -> list[str]:
     """Every backend's speed-up over NumPy: geometric mean, slowest point, the landmark points."""
-    backends = [b for b in _ordered(frame["backend"].unique()) if b != REFERENCE]
+    backends = [b for b in ordered(frame["backend"].unique()) if b != REFERENCE]
     if REFERENCE not in table:
         return [f"No `{REFERENCE}` time at any point: {_why_missing(frame, REFERENCE, dtype)}."]
     base = table[REFERENCE]
@@ -204,7 +204,7 @@ def gpu_standing(table, frame) -> list[str]:
     if "device" not in frame.columns:
         return []
     device = frame.groupby("backend")["device"].last()
-    gpus = [b for b in _ordered(device.index) if device[b] == "gpu" and b in table]
+    gpus = [b for b in ordered(device.index) if device[b] == "gpu" and b in table]
     cpus = [b for b in table.columns if device.get(b) == "cpu"]
     if not gpus:
         return []

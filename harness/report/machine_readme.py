@@ -1,16 +1,14 @@
 """``results/<machine>/README.md``, generated from that folder's ``machine.json`` and ``runs.csv``:
 what machine, which commits and presets produced the rows, where imported rows came from, each
 backend's device and library, and what was not timed and why (newest run of each point).
-Written by ``make plots`` (a ``plots.plot_all`` extra, see ``harness.report``); never edit it.
+Written by ``make plots`` (``harness.report``); never edit it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from harness import plots
+from harness.report.rows import newest, notes_for, ordered, plottable
 
 KEY_PACKAGES = ("numpy", "numba", "numba-cuda", "numba-cuda-mlir", "jax", "torch", "cupy-cuda13x", "cupy-cuda12x")
 
@@ -62,15 +60,15 @@ def readme(name: str, frame: pd.DataFrame, fingerprint: dict) -> str:
     lines += ["", "## Rows by commit", "", "| commit | rows | first | last |", "|---|---|---|---|"]
     for commit, r in commits.iterrows():
         lines.append(f"| `{commit}` | {r['rows']} | {r['first']} | {r['last']} |")
-    newest, dropped = plots.newest(frame)
-    dtypes = sorted(newest["dtype"].unique())
+    latest, dropped = newest(frame)
+    dtypes = sorted(latest["dtype"].unique())
     lines += ["", "## Backends (newest run of each point)", "",
               "Points timed of the points in the sweep, per dtype.", "",
               "| backend | device | library | " + " | ".join(dtypes) + " |", "|---|---|---|" + "---|" * len(dtypes)]  # fmt: skip
-    ok = plots._plottable(newest)
-    grid = {d: newest[newest["dtype"] == d].groupby(["batch", "hidden"]).size().index for d in dtypes}
-    for backend in plots._ordered(newest["backend"]):
-        rows = newest[newest["backend"] == backend]
+    ok = plottable(latest)
+    grid = {d: latest[latest["dtype"] == d].groupby(["batch", "hidden"]).size().index for d in dtypes}
+    for backend in ordered(latest["backend"]):
+        rows = latest[latest["backend"] == backend]
         device = ", ".join(sorted(set(rows["device"].fillna("").astype(str)) - {""})) or "?"
         library = ", ".join(sorted(set(rows["library"].fillna("").astype(str)) - {""})) or "not recorded"
         cells = []
@@ -83,18 +81,8 @@ def readme(name: str, frame: pd.DataFrame, fingerprint: dict) -> str:
             cells.append(f"{len(timed)} of {len(grid[d])}")
         lines.append(f"| `{backend}` | {device} | {library} | " + " | ".join(cells) + " |")
     lines += ["", "## Not timed, and why", ""]
-    notes = plots.notes_for(frame)
+    notes = notes_for(frame)
     lines += [f"- {n}" for n in notes] if notes else ["Every point of every backend was timed."]
     if dropped:
         lines.append(f"\n{dropped} rows of older commits are superseded by newer runs of the same points.")
     return "\n".join(lines) + "\n"
-
-
-def write_readmes(loaded: dict, summaries: dict, homes: dict, cross: Path, log=print) -> list[Path]:
-    """A ``plots.plot_all`` extra: one README.md per machine folder."""
-    written = []
-    for name, (frame, fingerprint) in loaded.items():
-        path = Path(homes[name]) / "README.md"
-        plots.write_atomic(path, readme(name, frame, fingerprint))
-        written.append(path)
-    return written
