@@ -1,15 +1,10 @@
 """The sweep: every backend over a grid of batch sizes and hidden widths, validated, then timed.
 
-Timing discipline (see README, "How a point is measured"):
-- each backend runs in its own worker process (harness.worker): a crash or hang costs one point;
-- the first call (compile + a short validation run) is timed on its own: ``compile_seconds``;
-- the validation run is compared with the float64 NumPy reference before anything is timed;
-- T (iterations per timed run) is calibrated per backend and point so one run lasts ``min_time``;
-- R repeats, each from fresh initial weights (the copy is not in ``seconds``), with the order of
-  backends shuffled in every round so machine drift does not favour one of them; runs longer
-  than LONG_RUN seconds get LONG_REPEATS repeats (at least 3), which keeps the largest points
-  of the grid within budget;
-- a point predicted to exceed the per-point budget or the memory at hand is skipped with a reason.
+What a sweep is configured with (``Preset``, ``Plan``) and how it walks the grid: smallest work
+first, one worker process per backend (``harness.worker``), each point's rows appended to
+``runs.csv`` before the next point starts, resume by commit. How each point is measured is
+``harness.timing``'s policy; this module applies it across backends: the point and memory
+budgets, the interleaved repeats, the settle between workers.
 """
 
 from __future__ import annotations
@@ -27,10 +22,12 @@ from pathlib import Path
 import psutil
 
 import backends
-from harness import results
+from harness import results, timing
 from harness.agreement import reference_result
 from harness.problems import scaled
-from harness.worker import Point, Worker, wait_until_idle
+from harness.results import Status
+from harness.timing import Calibrated, Failure, PointRequest, Ready, RepeatRequest, Timed, Unavailable
+from harness.worker import Worker, wait_until_idle
 
 
 @dataclass(frozen=True)
@@ -56,15 +53,14 @@ PRESETS = {
     "gpu": Preset(POWERS_OF_4, (4, 64, 1024, 4096), ("float64",), 5, 0.05, 30.0, 400.0),
 }
 SEED = 2024
-MAX_ITERATIONS = 1 << 20
-UNSTABLE_SPREAD = 0.10  # stdev / mean of the repeats above this is unstable (pyperf's rule) ...
-LONG_RUN = 0.25  # seconds: a timed run longer than this gets ...
-LONG_REPEATS = 3  # ... this many repeats instead of the preset's (when that is more)
-LOUD_SPREAD = 0.25  # ... and above this it is reported point by point, not only counted
+#: A point whose estimated memory exceeds this share of what is available is skipped.
+MEMORY_SHARE = 0.7
 
 
 @dataclass
 class Plan:
+    """What a sweep is asked to do (configuration only; ``Sweep`` holds the state of a run)."""
+
     preset: Preset
     backends: list[str]
     out: Path
@@ -74,10 +70,29 @@ class Plan:
     seed: int = SEED
     timeout: float = 120.0  # least seconds a worker may take to answer before it is killed
     has_gpu: bool = False  # the machine has an NVIDIA GPU (for the device of rows that never ran)
+
+
+@dataclass
+class Sweep:
+    """The state of one sweep while it runs."""
+
+    plan: Plan
+    commit: str
+    started: float = field(default_factory=time.monotonic)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # backend -> reason its worker gave
+    predictor: Predictor = field(default_factory=lambda: Predictor())
     last_worker: Worker | None = None  # the worker that ran last (its threads may still be spinning)
     timed: int = 0  # backend-points timed in this sweep ...
     unstable: int = 0  # ... and how many of them had repeats spread more than UNSTABLE_SPREAD
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def quiet(self, worker: Worker) -> None:
+        """Before ``worker`` runs anything timed: let the worker that ran last stop spinning."""
+        last = self.last_worker
+        if last is not None and last is not worker:
+            last.settle()
+        self.last_worker = worker
 
 
 def grid(preset: Preset) -> list[tuple[str, int, int]]:
@@ -124,6 +139,7 @@ def _row(plan: Plan, backend: str, dtype: str, batch: int, hidden: int, commit: 
         "validated": False,
     }
     row.update(values)
+    row["status"] = str(row["status"])
     if not row.get("device"):  # the backend never reported one (it did not start): derived
         row["device"] = results.nominal_device(backend, plan.has_gpu)
     return row
@@ -149,25 +165,20 @@ def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True)
 
     from harness.fingerprint import commit as current_commit
 
-    commit = current_commit()
+    run = Sweep(plan, current_commit())
     directory = plan.out / plan.machine
     path = directory / results.RUNS
-    done, history = done_keys(path, commit) if plan.resume else (set(), {})
+    done, history = done_keys(path, run.commit) if plan.resume else (set(), {})
     points = grid(plan.preset)
     cells = [(p, b) for p in points for b in plan.backends]
     todo = [(p, b) for p, b in cells if (b, *p) not in done]
     if len(todo) < len(cells):
-        log(f"resume: {len(cells) - len(todo)} of {len(cells)} backend-points already in {path} for commit {commit}; skipping them")
-    unavailable: dict[str, str] = {}  # backend -> reason, as its worker reported at start
-
-    predictor = Predictor()
-    workers: dict[str, Worker] = {}
-    started = time.monotonic()
+        log(f"resume: {len(cells) - len(todo)} of {len(cells)} backend-points already in {path} for commit {run.commit}; skipping them")
     bar = tqdm(total=len(todo), disable=not progress, unit="pt", dynamic_ncols=True)
     if progress:
         log = bar.write  # keeps warnings from tearing the progress bar
     for (backend, dtype, batch, hidden), per_iteration in history.items():
-        predictor.add(backend, dtype, batch * hidden, per_iteration)
+        run.predictor.add(backend, dtype, batch * hidden, per_iteration)
     try:
         for point in points:
             pending = [b for b in plan.backends if (b, *point) not in done]
@@ -175,151 +186,141 @@ def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True)
                 continue
             dtype, batch, hidden = point
             bar.set_description(f"{dtype} N={batch} H={hidden}")
-            rows = _run_point(plan, point, pending, unavailable, workers, predictor, commit, started, log)
+            rows = _run_point(run, point, pending, log)
             results.append_rows(path, rows)  # this point is durable before the next starts
             bar.update(len(pending))
     finally:
         bar.close()
-        for worker in workers.values():
+        for worker in run.workers.values():
             worker.close()
-    if plan.unstable:
-        log(f"note: {plan.unstable} of {plan.timed} timed backend-points had repeats with stdev > "
-            f"{UNSTABLE_SPREAD:.0%} of the mean (those > {LOUD_SPREAD:.0%} are listed above); the medians are "
+    if run.unstable:
+        log(f"note: {run.unstable} of {run.timed} timed backend-points had repeats with stdev > "
+            f"{timing.UNSTABLE_SPREAD:.0%} of the mean (those > {timing.LOUD_SPREAD:.0%} are listed above); the medians are "
             "reported, and runs.csv keeps every repeat")  # fmt: skip
     return path
 
 
-def _run_point(plan, point, pending, unavailable, workers, predictor, commit, started, log) -> list[dict]:
+def _admit(run: Sweep, backend: str, point: tuple, validate: int) -> str | None:
+    """Why ``backend`` must skip this point before it runs (None: it may run)."""
     dtype, batch, hidden = point
-    preset = plan.preset
+    preset = run.plan.preset
+    if backend in run.unavailable:
+        return f"unavailable: {run.unavailable[backend]}"
+    if time.monotonic() - run.started > preset.total_budget:
+        return f"sweep time budget of {preset.total_budget:.0f} s used up"
+    free = psutil.virtual_memory().available
+    need = bytes_needed(backend, dtype, batch, hidden)
+    if need > MEMORY_SHARE * free:
+        return f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available"
+    guess = run.predictor.predict(backend, dtype, batch * hidden)
+    if guess:
+        per_iteration, from_work = guess
+        cost = timing.point_cost(per_iteration, validate, timing.repeats_for(preset.repeats, per_iteration))
+        if cost > preset.point_budget:
+            return (f"predicted {per_iteration:.3g} s/iteration (from N*H={from_work}): ~{cost:.0f} s "
+                    f"> point budget {preset.point_budget:.0f} s")  # fmt: skip
+    return None
+
+
+def _worker(run: Sweep, backend: str, log) -> Worker | Failure:
+    """The backend's live worker, started if need be; a Failure if it cannot start."""
+    worker = run.workers.get(backend)
+    if worker is not None and worker.alive:
+        return worker
+    plan = run.plan
+    worker = run.workers[backend] = Worker(backend, plan.threads, start_timeout=max(plan.timeout, 120.0))
+    if isinstance(worker.ready, Ready):
+        return worker
+    run.workers.pop(backend).kill()
+    if isinstance(worker.ready, Unavailable):
+        run.unavailable[backend] = worker.ready.reason
+        log(f"{backend}: unavailable ({worker.ready.reason}); recorded as skipped")
+        return Failure(Status.SKIPPED, f"unavailable: {worker.ready.reason}")
+    return worker.ready if isinstance(worker.ready, Failure) else Failure(Status.FAILED, "worker did not start")
+
+
+def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[dict]:
+    plan, preset = run.plan, run.plan.preset
+    dtype, batch, hidden = point
     work = batch * hidden
     rows: list[dict] = []
-    active: dict[str, dict] = {}  # backend -> its calibration reply, in the order they ran
+    calibrated: dict[str, Calibrated] = {}  # backend -> its calibration, in the order they ran
     reference = None
-    point_key = f"{dtype} N={batch} H={hidden}"
-    # Validation runs a few iterations at small points, two from N*H = 2^15 up (the second already
-    # runs on updated weights; a slow backend would otherwise spend more time validating than
-    # being timed) and one from 2^24 up, where the NumPy reference alone takes seconds per
-    # iteration and the same code paths were validated over two iterations at smaller points.
-    validate_iterations = 1 if work >= 1 << 24 else max(2, min(preset.validate_iterations, (1 << 16) // work))
+    validate = timing.validation_iterations(work, preset.validate_iterations)
 
-    def skip(backend: str, status: str, reason: str, **extra) -> None:
-        rows.append(_row(plan, backend, dtype, batch, hidden, commit, status=status, reason=reason, **extra))
+    def record(backend: str, status, reason: str, **extra) -> None:
+        rows.append(_row(plan, backend, dtype, batch, hidden, run.commit, status=status, reason=reason, **extra))
 
-    def quiet(worker: Worker) -> None:
-        """Before ``worker`` runs anything timed: let the worker that ran last stop spinning."""
-        last = plan.last_worker
-        if last is not None and last is not worker:
-            last.settle()
-        plan.last_worker = worker
+    def drop(backend: str, reply: Failure) -> None:
+        if reply.fatal or not run.workers[backend].alive:
+            run.workers.pop(backend).kill()
 
     for backend in pending:
-        if backend in unavailable:
-            skip(backend, "skipped", f"unavailable: {unavailable[backend]}")
+        why = _admit(run, backend, point, validate)
+        if why:
+            record(backend, Status.SKIPPED, why)
             continue
-        if time.monotonic() - started > preset.total_budget:
-            skip(backend, "skipped", f"sweep time budget of {preset.total_budget:.0f} s used up")
+        worker = _worker(run, backend, log)
+        if isinstance(worker, Failure):
+            record(backend, worker.status, worker.reason)
             continue
-        free = psutil.virtual_memory().available
-        need = bytes_needed(backend, dtype, batch, hidden)
-        if need > 0.7 * free:
-            skip(backend, "skipped", f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available")
-            continue
-        guess = predictor.predict(backend, dtype, work)
-        if guess:
-            per_iteration, from_work = guess
-            cost = per_iteration * (validate_iterations + 2 + repeats_for(preset, per_iteration))
-            if cost > preset.point_budget:
-                skip(
-                    backend, "skipped",
-                    f"predicted {per_iteration:.3g} s/iteration (from N*H={from_work}): ~{cost:.0f} s "
-                    f"> point budget {preset.point_budget:.0f} s",
-                )  # fmt: skip
-                continue
-        worker = workers.get(backend)
-        if worker is None or not worker.alive:
-            worker = workers[backend] = Worker(backend, plan.threads, start_timeout=max(plan.timeout, 120.0))
-            ready = worker.ready
-            if ready.get("status") != "ready":
-                workers.pop(backend).kill()
-                if ready.get("status") == "unavailable":
-                    unavailable[backend] = ready["reason"]
-                    log(f"{backend}: unavailable ({ready['reason']}); recorded as skipped")
-                    skip(backend, "skipped", f"unavailable: {ready['reason']}")
-                else:
-                    skip(backend, ready.get("status", "failed"), ready.get("reason", "worker did not start"))
-                continue
         if reference is None:
-            validate_problem = scaled(batch, hidden, "float64", plan.seed)
-            reference = reference_result(validate_problem, validate_iterations, _log_every(validate_iterations))
+            reference = reference_result(scaled(batch, hidden, "float64", plan.seed), validate, timing.log_every_for(validate))
             wait_until_idle(os.getpid())  # this process's own BLAS threads, after the reference
-        quiet(worker)
-        request = Point(
-            backend, dtype, batch, hidden, plan.seed, validate_iterations, _log_every(validate_iterations),
-            preset.min_time, MAX_ITERATIONS,
-        )  # fmt: skip
-        reply = worker.call(("point", request, reference), timeout=max(plan.timeout, 10 * preset.point_budget))
-        reply["library"] = worker.ready.get("library", "")
-        reply["device"] = worker.ready.get("device", "")
-        if reply["status"] != "ok":
-            skip(backend, reply["status"], reply.get("reason", ""), compile_seconds=reply.get("compile_seconds", ""),
-                 max_rel_error=reply.get("max_rel_error", ""), library=reply["library"], device=reply["device"])  # fmt: skip
-            if reply.get("fatal") or not worker.alive:
-                workers.pop(backend).kill()
+        run.quiet(worker)
+        request = PointRequest(backend, dtype, batch, hidden, plan.seed, validate, timing.log_every_for(validate),
+                               preset.min_time, timing.MAX_ITERATIONS, reference)  # fmt: skip
+        reply = worker.call(request, timeout=max(plan.timeout, 10 * preset.point_budget))
+        ready = worker.ready
+        if not isinstance(reply, Calibrated):
+            failure = reply if isinstance(reply, Failure) else Failure(Status.FAILED, f"unexpected reply {type(reply).__name__}")
+            record(backend, failure.status, failure.reason, compile_seconds=_blank(failure.compile_seconds),
+                   max_rel_error=_blank(failure.max_rel_error), library=ready.library, device=ready.device)  # fmt: skip
+            drop(backend, failure)
             continue
-        predictor.add(backend, dtype, work, reply["seconds_per_iteration"])
-        active[backend] = reply
+        run.predictor.add(backend, dtype, work, reply.seconds_per_iteration)
+        calibrated[backend] = reply
 
     # Repeats, interleaved: every round runs each backend once, in a fresh random order.
-    timings: dict[str, list[dict]] = {b: [] for b in active}
-    failed: dict[str, dict] = {}
-    wanted = {b: repeats_for(preset, info["iterations"] * info["seconds_per_iteration"]) for b, info in active.items()}
-    for round_ in range(max(wanted.values(), default=0)):
-        order = [b for b in active if b not in failed and round_ < wanted[b]]
-        plan.rng.shuffle(order)
-        for backend in order:
-            info = active[backend]
-            expected = info["iterations"] * info["seconds_per_iteration"]
-            quiet(workers[backend])
-            reply = workers[backend].call(("repeat",), timeout=max(plan.timeout, 20 * expected))
-            if reply["status"] != "ok":
-                failed[backend] = reply
-                if reply.get("fatal") or not workers[backend].alive:
-                    workers.pop(backend).kill()
+    timings: dict[str, list[Timed]] = {b: [] for b in calibrated}
+    failed: dict[str, Failure] = {}
+    wanted = {b: timing.repeats_for(preset.repeats, c.iterations * c.seconds_per_iteration) for b, c in calibrated.items()}
+    for _, order in timing.rounds(wanted, run.rng):
+        for backend in (b for b in order if b not in failed):
+            c = calibrated[backend]
+            run.quiet(run.workers[backend])
+            reply = run.workers[backend].call(RepeatRequest(), timeout=max(plan.timeout, 20 * c.iterations * c.seconds_per_iteration))
+            if isinstance(reply, Timed):
+                timings[backend].append(reply)
                 continue
-            timings[backend].append(reply)
+            failed[backend] = reply if isinstance(reply, Failure) else Failure(Status.FAILED, f"unexpected reply {type(reply).__name__}")
+            drop(backend, failed[backend])
 
-    for backend, info in active.items():
+    for backend, c in calibrated.items():
+        ready = run.workers[backend].ready if backend in run.workers else None
         common = dict(
-            iterations=info["iterations"], compile_seconds=info["compile_seconds"],
-            max_rel_error=info["max_rel_error"], threads=info.get("threads") or "", library=info["library"],
-            device=info["device"],
+            iterations=c.iterations, compile_seconds=c.compile_seconds, max_rel_error=c.max_rel_error,
+            threads=c.threads or "", library=ready.library if ready else "", device=ready.device if ready else "",
         )  # fmt: skip
         if backend in failed:
-            reply = failed[backend]
-            skip(backend, reply["status"], reply.get("reason", ""), **common)
+            record(backend, failed[backend].status, failed[backend].reason, **common)
             continue
-        seconds = [t["seconds"] for t in timings[backend]]
-        predictor.add(backend, dtype, work, statistics.median(seconds) / info["iterations"])
+        seconds = [t.seconds for t in timings[backend]]
+        run.predictor.add(backend, dtype, work, statistics.median(seconds) / c.iterations)
         for r, t in enumerate(timings[backend]):
-            rows.append(_row(plan, backend, dtype, batch, hidden, commit, repeat=r, seconds=t["seconds"],
-                             seconds_e2e=t["seconds_e2e"], status="ok", validated=True, **common))  # fmt: skip
-        spread = statistics.stdev(seconds) / statistics.fmean(seconds) if len(seconds) > 1 else 0.0
-        plan.unstable += spread > UNSTABLE_SPREAD
-        plan.timed += 1
-        if spread > LOUD_SPREAD:
-            log(f"warning: {backend} at {point_key} is unstable: stdev {spread:.0%} of the mean over "
+            rows.append(_row(plan, backend, dtype, batch, hidden, run.commit, repeat=r, seconds=t.seconds,
+                             seconds_e2e=t.seconds_e2e, status=Status.OK, reason="", validated=True, **common))  # fmt: skip
+        spread = timing.spread(seconds)
+        run.unstable += spread > timing.UNSTABLE_SPREAD
+        run.timed += 1
+        if spread > timing.LOUD_SPREAD:
+            log(f"warning: {backend} at {dtype} N={batch} H={hidden} is unstable: stdev {spread:.0%} of the mean over "
                 f"{len(seconds)} repeats ({min(seconds):.3g}..{max(seconds):.3g} s); the machine may be busy")  # fmt: skip
     return rows
 
 
-def repeats_for(preset: Preset, run_seconds: float) -> int:
-    """Repeats of one timed run: the preset's, or LONG_REPEATS for runs longer than LONG_RUN."""
-    return min(preset.repeats, LONG_REPEATS) if run_seconds > LONG_RUN else preset.repeats
-
-
-def _log_every(iterations: int) -> int:
-    return max(1, iterations // 4)
+def _blank(value):
+    return "" if value is None else value
 
 
 def resolve_backends(requested: Iterable[str] | None) -> list[str]:

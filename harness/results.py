@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+from enum import Enum
 from pathlib import Path
 
 COLUMNS = [
@@ -40,7 +41,22 @@ COLUMNS = [
 #: COLUMNS without a tail of these is read with the missing columns empty, and is upgraded (the
 #: header and every row padded, rewritten once, atomically) before new rows are appended to it.
 ADDED_COLUMNS = ["library", "device"]
-STATUSES = ("ok", "skipped", "failed", "invalid", "unhealthy", "timeout", "crashed")
+class Status(str, Enum):
+    """A row's status in runs.csv, and of a worker's answer that is not a timing (``harness.timing.Failure``)."""
+
+    OK = "ok"
+    SKIPPED = "skipped"  # not run: unavailable, unsupported, over budget or memory
+    FAILED = "failed"  # raised, or out of memory
+    INVALID = "invalid"  # disagreed with the NumPy reference
+    UNHEALTHY = "unhealthy"  # NaN or inf
+    TIMEOUT = "timeout"  # no answer in time: worker killed
+    CRASHED = "crashed"  # the worker died, or the device faulted
+
+    def __str__(self) -> str:  # as written to runs.csv
+        return self.value
+
+
+STATUSES = tuple(s.value for s in Status)
 RUNS = "runs.csv"
 MACHINE = "machine.json"
 

@@ -1,41 +1,36 @@
 """One backend in its own process, so a crash, a hang or an abort costs one point, not the sweep.
 
-The parent (``harness.bench``) sends requests over a pipe; the worker answers each with a dict.
-Requests:
-  ("point", Point, reference)  -> validate against the reference, measure first call, calibrate T
-  ("repeat",)                  -> one timed run of T iterations from fresh initial weights
-  ("close",)
+The parent (``harness.bench``) sends typed requests over a pipe and the worker answers each with
+a typed reply (``harness.timing``: the messages and what each measurement does):
+
+  PointRequest   -> Calibrated (validated, first call timed, T calibrated) or Failure
+  RepeatRequest  -> Timed (one timed run of T iterations from fresh initial weights) or Failure
+  CloseRequest   -> the worker ends
+
+Its first message is Ready (the backend imported; its library and device) or Unavailable.
 """
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import time
 import traceback
-from dataclasses import dataclass
 
-import numpy as np
-
-from backends.base import DeviceFault, TrainResult, UnsupportedProblem, set_threads_of, threads_of
-
-
-@dataclass(frozen=True)
-class Point:
-    backend: str
-    dtype: str
-    batch: int
-    hidden: int
-    seed: int
-    validate_iterations: int
-    log_every: int
-    min_time: float  # a timed run shorter than this is too short to trust: T is raised until it is not
-    max_iterations: int
-
-
-def _finite(result: TrainResult) -> bool:
-    return all(np.all(np.isfinite(w)) for w in result.weights) and bool(np.all(np.isfinite(result.losses)))
+from backends.base import DeviceFault, set_threads_of, threads_of
+from harness import timing
+from harness.results import Status
+from harness.timing import (
+    Calibrated,
+    CloseRequest,
+    Failure,
+    PointRequest,
+    Ready,
+    RepeatRequest,
+    Reply,
+    Timed,
+    Unavailable,
+)
 
 
 class _Runner:
@@ -48,92 +43,20 @@ class _Runner:
         self.problem = None
         self.iterations = 1
 
-    def threads(self) -> int | None:
-        return threads_of(self.module)
-
-    def timed_run(self, iterations: int) -> tuple[float, float, TrainResult]:
-        """Seconds of run() alone and of prepare+run+fetch; preparation is a fresh copy each time."""
-        m = self.module
-        start = time.perf_counter()
-        state = m.prepare(self.problem)
-        begin = time.perf_counter()
-        m.run(state, iterations, 0)  # returns only when finished (backends synchronise)
-        end = time.perf_counter()
-        result = m.fetch(state)
-        done = time.perf_counter()
-        return end - begin, done - start, result
-
-    def point(self, point: Point, reference: TrainResult) -> dict:
-        from harness.agreement import TOLERANCE, max_relative_error
+    def point(self, request: PointRequest) -> Calibrated | Failure:
         from harness.problems import scaled
 
-        self.problem = scaled(point.batch, point.hidden, point.dtype, point.seed)
-        m = self.module
-        start = time.perf_counter()
-        try:
-            state = m.prepare(self.problem)
-            m.run(state, point.validate_iterations, point.log_every)
-            result = m.fetch(state)
-        except UnsupportedProblem as exc:
-            return {"status": "skipped", "reason": f"unsupported: {exc}"}
-        first_call = time.perf_counter() - start
-        if not _finite(result):
-            return {"status": "unhealthy", "reason": "NaN or inf in weights or losses", "compile_seconds": first_call}
-        error = max_relative_error(result, reference)
-        if not error <= TOLERANCE[point.dtype]:
-            return {
-                "status": "invalid",
-                "reason": f"max relative error {error:.3g} > {TOLERANCE[point.dtype]:g} vs float64 numpy",
-                "compile_seconds": first_call,
-                "max_rel_error": error,
-            }
-        # The timed runs log nothing (log_every = 0), a branch of its own in some backends (jax
-        # compiles a variant, numba-cuda launches other kernels): validate that path too, on the
-        # same iterations, against the reference's weights.
-        state = m.prepare(self.problem)
-        m.run(state, point.validate_iterations, 0)
-        unlogged = m.fetch(state)
-        silent = max_relative_error(unlogged, TrainResult(reference.weights, np.empty(0)))
-        if not (_finite(unlogged) and silent <= TOLERANCE[point.dtype]):
-            return {
-                "status": "invalid",
-                "reason": f"the unlogged (timed) path: max relative error {silent:.3g} > {TOLERANCE[point.dtype]:g} vs float64 numpy",
-                "compile_seconds": first_call,
-                "max_rel_error": silent,
-            }
-        error = max(error, silent)
-        # Calibrate: one iteration tells the cost; raise T until one timed run lasts min_time. The
-        # first short run is a warm-up: the timed path (log_every = 0) may compile a variant of
-        # its own (JAX specialises on the number of logged losses).
-        self.timed_run(1)
-        one, _, _ = self.timed_run(1)
-        if one < 5 * point.min_time:
-            # One run can hit a hiccup (a descheduled thread) and set T far too low; every repeat
-            # would then be a few iterations at the mercy of the next one: fastest of three (the
-            # two extra runs cost at most 10 x min_time, and nothing where T is large anyway).
-            one = min(one, self.timed_run(1)[0], self.timed_run(1)[0])
-        iterations = max(1, min(point.max_iterations, math.ceil(point.min_time / max(one, 1e-9))))
-        seconds = one
-        if iterations > 1:
-            seconds, _, _ = self.timed_run(iterations)
-        while seconds < point.min_time and iterations < point.max_iterations:
-            iterations = min(point.max_iterations, iterations * 2)
-            seconds, _, _ = self.timed_run(iterations)
-        self.iterations = iterations
-        return {
-            "status": "ok",
-            "compile_seconds": first_call,
-            "max_rel_error": error,
-            "iterations": iterations,
-            "seconds_per_iteration": seconds / iterations,
-            "threads": self.threads(),
-        }
+        self.problem = scaled(request.batch, request.hidden, request.dtype, request.seed)
+        reply = timing.measure_point(self.module, self.problem, request, threads_of(self.module))
+        if isinstance(reply, Calibrated):
+            self.iterations = reply.iterations
+        return reply
 
-    def repeat(self) -> dict:
-        seconds, e2e, result = self.timed_run(self.iterations)
-        if not _finite(result):
-            return {"status": "unhealthy", "reason": "NaN or inf in weights after a timed run"}
-        return {"status": "ok", "seconds": seconds, "seconds_e2e": e2e}
+    def repeat(self) -> Timed | Failure:
+        seconds, e2e, result = timing.timed_run(self.module, self.problem, self.iterations)
+        if not timing.finite(result):
+            return Failure(Status.UNHEALTHY, "NaN or inf in weights after a timed run")
+        return Timed(seconds, e2e)
 
 
 def apply_threads(module, threads: int) -> None:
@@ -160,34 +83,38 @@ def _serve(conn, backend: str, threads: int | None) -> None:
     # torch-compile's trial compilation runs once, in the process that uses it).
     why = backends.availability(backend)
     if why:
-        conn.send({"status": "unavailable", "reason": why})
+        conn.send(Unavailable(why))
         return
     try:
         runner = _Runner(backend, threads)
     except Exception as exc:
-        conn.send({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+        conn.send(Failure(Status.FAILED, f"{type(exc).__name__}: {exc}"))
         return
-    device = runner.module.DEVICE  # where this backend runs in this process
-    conn.send({"status": "ready", "library": backends.library(backend), "device": device})
+    conn.send(Ready(backends.library(backend), runner.module.DEVICE))  # where it runs in this process
     while True:
         try:
             request = conn.recv()
         except EOFError:
             return
-        if request[0] == "close":
+        if isinstance(request, CloseRequest):
             return
         try:
-            reply = runner.point(*request[1:]) if request[0] == "point" else runner.repeat()
+            if isinstance(request, PointRequest):
+                reply = runner.point(request)
+            elif isinstance(request, RepeatRequest):
+                reply = runner.repeat()
+            else:
+                reply = Failure(Status.FAILED, f"unknown request {type(request).__name__}")
         except DeviceFault as exc:
             # The device's state is unknown: answer, then end this worker (the parent starts a
             # fresh one, with a fresh device context, for the next point).
-            conn.send({"status": "crashed", "reason": f"device fault: {exc}", "fatal": True})
+            conn.send(Failure(Status.CRASHED, f"device fault: {exc}", fatal=True))
             return
         except MemoryError:
-            reply = {"status": "failed", "reason": "out of memory (MemoryError)"}
+            reply = Failure(Status.FAILED, "out of memory (MemoryError)")
         except Exception as exc:
             last = traceback.extract_tb(exc.__traceback__)[-1]
-            reply = {"status": "failed", "reason": f"{type(exc).__name__}: {exc} ({os.path.basename(last.filename)}:{last.lineno})"}
+            reply = Failure(Status.FAILED, f"{type(exc).__name__}: {exc} ({os.path.basename(last.filename)}:{last.lineno})")
         conn.send(reply)
 
 
@@ -252,19 +179,19 @@ class Worker:
         child.close()
         self.ready = self.call(None, start_timeout)
 
-    def call(self, request, timeout: float) -> dict:
+    def call(self, request, timeout: float) -> Reply:
         """Send a request (None: just wait for the greeting) and wait at most ``timeout`` seconds."""
         try:
             if request is not None:
                 self.conn.send(request)
             if not self.conn.poll(timeout):
                 self.kill()
-                return {"status": "timeout", "reason": f"no answer within {timeout:.0f} s; worker killed"}
+                return Failure(Status.TIMEOUT, f"no answer within {timeout:.0f} s; worker killed")
             return self.conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             self.process.join(5)
             code = self.process.exitcode
-            return {"status": "crashed", "reason": f"worker process died (exit code {code})"}
+            return Failure(Status.CRASHED, f"worker process died (exit code {code})")
 
     @property
     def alive(self) -> bool:
@@ -282,7 +209,7 @@ class Worker:
     def close(self) -> None:
         if self.process.is_alive():
             try:
-                self.conn.send(("close",))
+                self.conn.send(CloseRequest())
             except OSError:
                 pass
             self.process.join(5)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from harness import bench, results
 from harness.bench import Plan, Preset, sweep
+from harness.timing import PointRequest, RepeatRequest
 
 TINY = Preset(batch=(4, 16), hidden=(4, 8), dtypes=("float64",), repeats=2, min_time=0.002, point_budget=5.0,
               total_budget=120.0, validate_iterations=3)  # fmt: skip
@@ -145,7 +146,7 @@ def test_the_last_worker_settles_before_another_backend_is_timed(tmp_path, fakes
         return real_settle(self, max_wait)
 
     def call(self, request, timeout):
-        if request and request[0] in ("point", "repeat"):
+        if isinstance(request, (PointRequest, RepeatRequest)):
             calls.append(self.backend)
         return real_call(self, request, timeout)
 
@@ -168,7 +169,7 @@ def test_repeats_are_interleaved_across_backends(tmp_path, fakes, monkeypatch):
     real = bench.Worker.call
 
     def spy(self, request, timeout):
-        if request and request[0] == "repeat":
+        if isinstance(request, RepeatRequest):
             calls.append(self.backend)
         return real(self, request, timeout)
 

@@ -1,0 +1,239 @@
+"""How one point (backend, dtype, N, H) is measured: the timing policy, in one place.
+
+In the worker process of the backend (``harness.worker`` calls ``measure_point`` and ``timed_run``):
+
+1. **First call.** ``prepare`` + ``run`` of ``validation_iterations`` iterations with logging +
+   ``fetch``, timed as a whole: ``compile_seconds``. In a worker that already ran smaller points
+   this is a first call at this shape (JAX and torch.compile compile per shape; Numba compiled
+   per dtype at the worker's first point, or loaded it from its on-disk cache).
+2. **Validation, both paths.** That run's weights and loss trace against the float64 NumPy
+   reference (``harness.agreement.TOLERANCE``); then the same iterations with ``log_every = 0``,
+   the path every timed run takes (a branch of its own in jax and the CUDA backends), against the
+   reference's weights. A failure is ``invalid`` (or ``unhealthy`` for NaN/inf) and nothing is timed.
+3. **Calibration.** A warm-up run of one iteration (the timed path may compile a variant of its
+   own), then one timed iteration; below ``RETRY_BELOW x min_time`` the fastest of three, so one
+   hiccup cannot leave T tiny. T = ceil(min_time / that), capped at ``MAX_ITERATIONS``, doubled
+   until one timed run of T iterations lasts ``min_time``.
+4. **Repeats** (``timed_run``): each from fresh initial weights (``prepare``, untimed), ``run`` of T
+   iterations timed alone (``seconds``: the device-resident loop, synchronised) and with the copies
+   (``seconds_e2e``); NaN/inf after a repeat is ``unhealthy``.
+
+In the parent (``harness.bench``): validation runs ``validation_iterations(work)`` iterations (a
+few at small points, fewer where the NumPy reference itself is slow); a point predicted from the
+backend's smaller points (``point_cost``) to exceed the point budget is skipped before it runs;
+``repeats_for`` gives the repeats (fewer for long runs); the repeats are interleaved: every
+round runs each backend once in a fresh random order (``rounds``), and before each timed request
+the worker that ran last is let go idle (``harness.worker.wait_until_idle``: BLAS and OpenMP pools
+busy-wait after a parallel call). Spread between repeats above ``UNSTABLE_SPREAD`` (pyperf's rule)
+is counted, above ``LOUD_SPREAD`` reported point by point.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backends.base import TrainResult, UnsupportedProblem
+from harness.results import Status
+
+# --- the policy's numbers ---------------------------------------------------------------------
+#: Most iterations of one timed run.
+MAX_ITERATIONS = 1 << 20
+#: A single-iteration calibration run shorter than RETRY_BELOW x min_time is taken as the fastest
+#: of three (the two extra runs cost at most 2 x RETRY_BELOW x min_time).
+RETRY_BELOW = 5
+#: Validation iterations: the preset's below VALIDATION_WORK / (N*H), at least MIN_VALIDATION ...
+VALIDATION_WORK = 1 << 16
+MIN_VALIDATION = 2
+#: ... and one from N*H = ONE_VALIDATION_WORK up, where the NumPy reference alone takes seconds per
+#: iteration and the same code paths were validated over two iterations at smaller points.
+ONE_VALIDATION_WORK = 1 << 24
+#: Runs a point costs besides its repeats, in units of one timed run's iterations: the warm-up and
+#: the single calibration iteration (the prediction counts iterations, see ``point_cost``).
+CALIBRATION_RUNS = 2
+#: A timed run longer than LONG_RUN seconds gets LONG_REPEATS repeats (when that is fewer).
+LONG_RUN = 0.25
+LONG_REPEATS = 3
+#: Spread (stdev / mean) of the repeats above which a point is unstable (pyperf's rule) / loud.
+UNSTABLE_SPREAD = 0.10
+LOUD_SPREAD = 0.25
+
+
+# --- the messages between parent and worker ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointRequest:
+    backend: str
+    dtype: str
+    batch: int
+    hidden: int
+    seed: int
+    validate_iterations: int
+    log_every: int
+    min_time: float  # a timed run shorter than this is too short to trust: T is raised until it is not
+    max_iterations: int
+    reference: TrainResult = field(repr=False, compare=False, default=None)
+
+
+@dataclass(frozen=True)
+class RepeatRequest:
+    """One more timed run of the calibrated T iterations."""
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The worker's greeting: it imported the backend, which runs ``library`` on ``device``."""
+
+    library: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    compile_seconds: float
+    max_rel_error: float
+    iterations: int
+    seconds_per_iteration: float
+    threads: int | None
+
+
+@dataclass(frozen=True)
+class Timed:
+    seconds: float
+    seconds_e2e: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Any answer that is not a timing: its row's status and reason. ``fatal``: the worker ended
+    after answering (a device fault) and must be replaced."""
+
+    status: Status
+    reason: str
+    compile_seconds: float | None = None
+    max_rel_error: float | None = None
+    fatal: bool = False
+
+
+Reply = Ready | Unavailable | Calibrated | Timed | Failure
+
+
+# --- in the worker ------------------------------------------------------------------------------
+
+
+def finite(result: TrainResult) -> bool:
+    return all(np.all(np.isfinite(w)) for w in result.weights) and bool(np.all(np.isfinite(result.losses)))
+
+
+def timed_run(module, problem, iterations: int) -> tuple[float, float, TrainResult]:
+    """Seconds of ``run`` alone and of prepare + run + fetch; preparation is a fresh copy each time."""
+    start = time.perf_counter()
+    state = module.prepare(problem)
+    begin = time.perf_counter()
+    module.run(state, iterations, 0)  # returns only when finished (backends synchronise)
+    end = time.perf_counter()
+    result = module.fetch(state)
+    done = time.perf_counter()
+    return end - begin, done - start, result
+
+
+def calibrate(run_seconds, min_time: float, max_iterations: int) -> tuple[int, float]:
+    """T such that one timed run lasts ``min_time``; ``run_seconds(T)`` times a run of T iterations.
+    Returns (T, seconds of the last run of T)."""
+    run_seconds(1)  # warm-up: the timed path may compile a variant of its own
+    one = run_seconds(1)
+    if one < RETRY_BELOW * min_time:
+        one = min(one, run_seconds(1), run_seconds(1))
+    iterations = max(1, min(max_iterations, math.ceil(min_time / max(one, 1e-9))))
+    seconds = one if iterations == 1 else run_seconds(iterations)
+    while seconds < min_time and iterations < max_iterations:
+        iterations = min(max_iterations, iterations * 2)
+        seconds = run_seconds(iterations)
+    return iterations, seconds
+
+
+def measure_point(module, problem, request: PointRequest, threads: int | None) -> Calibrated | Failure:
+    """Steps 1-3 of the policy for one point: first call, validation of both paths, calibration."""
+    from harness.agreement import TOLERANCE, max_relative_error
+
+    tolerance = TOLERANCE[request.dtype]
+    reference = request.reference
+    start = time.perf_counter()
+    try:
+        state = module.prepare(problem)
+        module.run(state, request.validate_iterations, request.log_every)
+        result = module.fetch(state)
+    except UnsupportedProblem as exc:
+        return Failure(Status.SKIPPED, f"unsupported: {exc}")
+    first_call = time.perf_counter() - start
+    if not finite(result):
+        return Failure(Status.UNHEALTHY, "NaN or inf in weights or losses", first_call)
+    error = max_relative_error(result, reference)
+    if not error <= tolerance:
+        return Failure(Status.INVALID, f"max relative error {error:.3g} > {tolerance:g} vs float64 numpy", first_call, error)
+    state = module.prepare(problem)
+    module.run(state, request.validate_iterations, 0)
+    unlogged = module.fetch(state)
+    silent = max_relative_error(unlogged, TrainResult(reference.weights, np.empty(0)))
+    if not (finite(unlogged) and silent <= tolerance):
+        return Failure(Status.INVALID, f"the unlogged (timed) path: max relative error {silent:.3g} > {tolerance:g} "
+                       "vs float64 numpy", first_call, silent)  # fmt: skip
+    iterations, seconds = calibrate(lambda t: timed_run(module, problem, t)[0], request.min_time, request.max_iterations)
+    return Calibrated(first_call, max(error, silent), iterations, seconds / iterations, threads)
+
+
+# --- in the parent ------------------------------------------------------------------------------
+
+
+def validation_iterations(work: int, preset_iterations: int) -> int:
+    if work >= ONE_VALIDATION_WORK:
+        return 1
+    return max(MIN_VALIDATION, min(preset_iterations, VALIDATION_WORK // work))
+
+
+def log_every_for(iterations: int) -> int:
+    """Validation logs four losses (or every iteration of a shorter run)."""
+    return max(1, iterations // 4)
+
+
+def repeats_for(repeats: int, run_seconds: float) -> int:
+    """Repeats of one timed run: the preset's, or LONG_REPEATS for runs longer than LONG_RUN."""
+    return min(repeats, LONG_REPEATS) if run_seconds > LONG_RUN else repeats
+
+
+def point_cost(per_iteration: float, validate: int, repeats: int) -> float:
+    """Predicted seconds of one point at ``per_iteration`` seconds per iteration: validation, the
+    calibration runs and ``repeats`` runs, each counted as one iteration. That is the cost where it
+    matters: a point slow enough to exceed the budget has per_iteration >= min_time, so T = 1."""
+    return per_iteration * (validate + CALIBRATION_RUNS + repeats)
+
+
+def rounds(wanted: dict[str, int], rng: random.Random):
+    """The interleaved repeat order: round r runs every backend that wants more than r repeats,
+    in a fresh random order. Yields (round, [backends])."""
+    for r in range(max(wanted.values(), default=0)):
+        order = [b for b in wanted if r < wanted[b]]
+        rng.shuffle(order)
+        yield r, order
+
+
+def spread(seconds: list[float]) -> float:
+    if len(seconds) < 2:
+        return 0.0
+    mean = sum(seconds) / len(seconds)
+    return (sum((s - mean) ** 2 for s in seconds) / (len(seconds) - 1)) ** 0.5 / mean

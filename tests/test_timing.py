@@ -1,0 +1,71 @@
+"""harness.timing: the measurement policy's pieces, on their own (the sweep tests run them end to end)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from backends import numpy_ref
+from harness import timing
+from harness.agreement import reference_result
+from harness.problems import scaled
+from harness.results import STATUSES, Status
+
+
+def test_status_is_the_one_set_of_row_statuses():
+    assert STATUSES == ("ok", "skipped", "failed", "invalid", "unhealthy", "timeout", "crashed")
+    assert str(Status.TIMEOUT) == "timeout" and Status("crashed") is Status.CRASHED
+
+
+def test_calibration_doubles_until_a_run_lasts_min_time():
+    calls = []
+
+    def run_seconds(t):  # 1 ms per iteration, as a clock would say
+        calls.append(t)
+        return 1e-3 * t
+
+    t, seconds = timing.calibrate(run_seconds, min_time=0.05, max_iterations=1 << 20)
+    assert t == 50 and seconds == pytest.approx(0.05)
+    assert calls[:4] == [1, 1, 1, 1]  # warm-up, one, and the fastest of three below 5 x min_time
+    t, _ = timing.calibrate(lambda t: 1e-9 * t, min_time=0.05, max_iterations=1000)
+    assert t == 1000  # capped
+
+
+def test_calibration_takes_the_fastest_of_three_single_runs():
+    times = iter([9.0, 0.2, 0.001, 0.001, 0.05])  # warm-up, a hiccup (< 5 x min_time), two fast runs, T = 50
+
+    t, _ = timing.calibrate(lambda t: next(times), min_time=0.05, max_iterations=1 << 20)
+    assert t == 50
+
+
+@pytest.mark.parametrize("work,expected", [(16, 8), (1 << 14, 4), (1 << 15, 2), (1 << 20, 2), (1 << 24, 1)])
+def test_validation_iterations_shrink_with_the_work(work, expected):
+    assert timing.validation_iterations(work, 8) == expected
+
+
+def test_repeats_and_point_cost():
+    assert timing.repeats_for(5, 0.1) == 5 and timing.repeats_for(5, 1.0) == timing.LONG_REPEATS
+    assert timing.repeats_for(2, 1.0) == 2
+    assert timing.point_cost(2.0, 3, 5) == 2.0 * (3 + timing.CALIBRATION_RUNS + 5)
+
+
+def test_rounds_interleave_in_a_fresh_order_each_round():
+    rounds = list(timing.rounds({"a": 3, "b": 3, "c": 1}, random.Random(1)))
+    assert [r for r, _ in rounds] == [0, 1, 2]
+    assert sorted(rounds[0][1]) == ["a", "b", "c"] and sorted(rounds[2][1]) == ["a", "b"]
+    assert timing.spread([1.0, 1.0]) == 0.0 and timing.spread([1.0]) == 0.0
+    assert timing.spread([1.0, 3.0]) == pytest.approx(np.std([1.0, 3.0], ddof=1) / 2.0)
+
+
+def test_measure_point_validates_both_paths_and_calibrates():
+    problem = scaled(8, 4, "float64", 3)
+    reference = reference_result(problem, 4, 1)
+    request = timing.PointRequest("numpy", "float64", 8, 4, 3, 4, 1, 0.001, 1 << 20, reference)
+    reply = timing.measure_point(numpy_ref, problem, request, threads=1)
+    assert isinstance(reply, timing.Calibrated) and reply.max_rel_error == 0.0
+    assert reply.iterations >= 1 and reply.compile_seconds > 0 and reply.threads == 1
+    wrong = timing.PointRequest("numpy", "float64", 8, 4, 3, 4, 1, 0.001, 1 << 20, reference_result(scaled(8, 4, "float64", 9), 4, 1))
+    failure = timing.measure_point(numpy_ref, problem, wrong, threads=1)
+    assert isinstance(failure, timing.Failure) and failure.status is Status.INVALID
