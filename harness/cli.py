@@ -240,7 +240,7 @@ def cmd_validate(args) -> int:
 
 def cmd_bench(args) -> int:
     from harness import bench, results
-    from harness.fingerprint import fingerprint, machine_name
+    from harness.fingerprint import machine_name
 
     if args.preset not in bench.PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(bench.PRESETS)}")
@@ -286,59 +286,18 @@ def cmd_bench(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    preset = bench.custom_preset(bench.PRESETS[args.preset], args.batch, args.hidden, args.dtype)
-    extra = {"machine": machine, "preset": args.preset, "threads_requested": args.threads or os.cpu_count()}
-    seconds = 1.0 if args.preset == "quick" else 3.0  # for each measurement of the ceilings
-    try:
-        from harness.floor import measure_ceilings
+    from harness.orchestrate import bench_and_report
 
-        extra["ceilings"] = measure_ceilings(seconds_budget=seconds)
-    except ImportError as exc:
-        measure_ceilings = None
-        print(f"note: floor ceilings not measured ({exc})", file=sys.stderr)
-    if any(name in CUDA_BACKENDS for name in names):
-        extra["ceilings"] = {**extra.get("ceilings", {}), **_gpu_ceilings()}
-    info = fingerprint(extra)
-    results.write_machine(directory, info)
-    plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh,
-                      has_gpu=results.machine_has_gpu(info))  # fmt: skip
-    start = time.monotonic()
+    preset = bench.custom_preset(bench.PRESETS[args.preset], args.batch, args.hidden, args.dtype)
+    plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
     try:
-        path = bench.sweep(plan, log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)
+        bench_and_report(plan, args.preset, args.threads or os.cpu_count(), plots=not args.no_plots,
+                         progress=not args.no_progress)  # fmt: skip
     except OSError as exc:  # disk full, folder removed under us: finished points are already on disk
         raise UsageError(f"cannot write results under {directory}: {exc.strerror or exc}") from None
-    if measure_ceilings:  # measured again after the sweep; the better of the two is the ceiling
-        for key, value in measure_ceilings(seconds_budget=seconds).items():
-            if isinstance(value, float):
-                info["ceilings"][key] = max(value, info["ceilings"][key])
-        results.write_machine(directory, info)
-    print(f"results: {path} ({time.monotonic() - start:.0f} s)")
-    if not args.no_plots:
-        return cmd_plot(argparse.Namespace(results=args.out))
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
     return 0
-
-
-CUDA_BACKENDS = ("numba-cuda", "numba-cuda-mlir")
-
-
-def _gpu_ceilings() -> dict:
-    """The GPU ceilings (harness.gpu_floor), measured in a child process: this process imports no
-    backend library. Nothing where there is no NVIDIA GPU or it cannot be measured (with a note)."""
-    import shutil
-    import subprocess
-
-    if not shutil.which("nvidia-smi"):
-        print("note: GPU ceilings not measured (no nvidia-smi: no NVIDIA GPU here)", file=sys.stderr)
-        return {}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "harness.gpu_floor", "--json"], capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0:
-            return json.loads(proc.stdout)
-        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-    except (subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
-        why = f"{type(exc).__name__}: {exc}"
-    print(f"note: GPU ceilings not measured ({why})", file=sys.stderr)
-    return {}
 
 
 def cmd_plot(args) -> int:
@@ -348,22 +307,11 @@ def cmd_plot(args) -> int:
         raise UsageError(f"no results folder at {args.results}")
     _require_results(args.results)
     try:
-        from harness.report import draw_all
+        from harness.report import draw_repository
 
-        paths = draw_all(args.results)
+        draw_repository(args.results)
     except results.ResultsError as exc:
         raise UsageError(str(exc)) from None
-    print(f"{len(paths)} figure files written under {args.results}")
-    readme = DEFAULT_RESULTS.parent / "README.md"
-    if args.results.resolve() == DEFAULT_RESULTS.resolve() and readme.is_file():
-        from harness.report import readme_block
-
-        try:
-            changed = readme_block.update(readme, args.results)
-        except ValueError as exc:
-            print(f"note: README tables not regenerated: {exc}", file=sys.stderr)
-        else:
-            print(f"README.md: results tables {'regenerated' if changed else 'already current'}")
     return 0
 
 
@@ -396,7 +344,9 @@ def cmd_floor(args) -> int:
     print("batch    " + "".join(f"{h:>11}" for h in args.hidden))
     for n in args.batch:
         print(f"{n:<9}" + "".join(f"{floor_seconds(n, h, args.dtype, ceilings):>11.3g}" for h in args.hidden))
-    gpu = _gpu_ceilings()  # measured in a child process where there is an NVIDIA GPU; else a note
+    from harness.orchestrate import gpu_ceilings
+
+    gpu = gpu_ceilings()  # measured in a child process where there is an NVIDIA GPU; else a note
     if gpu:
         from harness.gpu_floor import gpu_floor_seconds
 

@@ -212,4 +212,26 @@ def draw_all(results_dir: Path, out_dir: Path | None = None, log: Log = print) -
     return written
 
 
-__all__ = ["draw_all", "MACHINE_BUILDERS", "CROSS_BUILDERS", "Machine", "Machines"]
+#: The repository's own results folder and README (the README's tables are drawn from them).
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def draw_repository(results_dir: Path, log: Log = print) -> list[Path]:
+    """``draw_all``, then, when ``results_dir`` is this repository's ``results/``, the README's
+    generated tables (``readme_block``). What ``make plots`` and ``make bench`` run."""
+    from harness.report import readme_block
+
+    paths = draw_all(results_dir, log=log)
+    print(f"{len(paths)} figure files written under {results_dir}")
+    readme = REPOSITORY / "README.md"
+    if Path(results_dir).resolve() == (REPOSITORY / "results").resolve() and readme.is_file():
+        try:
+            changed = readme_block.update(readme, results_dir)
+        except ValueError as exc:
+            log(f"note: README tables not regenerated: {exc}")
+        else:
+            print(f"README.md: results tables {'regenerated' if changed else 'already current'}")
+    return paths
+
+
+__all__ = ["draw_all", "draw_repository", "MACHINE_BUILDERS", "CROSS_BUILDERS", "Machine", "Machines"]
