@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+import backends  # the registry only
 from harness.report.rows import newest, notes_for, ordered, plottable
 
 KEY_PACKAGES = ("numpy", "numba", "numba-cuda", "numba-cuda-mlir", "jax", "torch", "cupy-cuda13x", "cupy-cuda12x")
@@ -80,6 +81,10 @@ def readme(name: str, frame: pd.DataFrame, fingerprint: dict) -> str:
             timed = mine[ok.loc[mine.index]].groupby(["batch", "hidden"]).size().index
             cells.append(f"{len(timed)} of {len(grid[d])}")
         lines.append(f"| `{backend}` | {device} | {library} | " + " | ".join(cells) + " |")
+    absent = [b for b in backends.names() if b not in set(latest["backend"])]
+    if absent:
+        lines += ["", "Registered backends with no row here (not in these sweeps: added to the registry since, or "
+                  "left out with `--backends`): " + ", ".join(f"`{b}`" for b in absent) + "."]  # fmt: skip
     lines += ["", "## Not timed, and why", ""]
     notes = notes_for(frame)
     lines += [f"- {n}" for n in notes] if notes else ["Every point of every backend was timed."]
