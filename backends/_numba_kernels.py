@@ -178,13 +178,6 @@ def sigmoid_flat(buf, n, one):
 
 
 @njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def sigmoid_flat_libm(buf, n, one):
-    """The same with libm exp (scalar call): the 'before' of the fast-exp optimisation."""
-    for i in range(n):
-        buf[i] = one / (one + np.exp(-buf[i]))
-
-
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
 def _rows_times(Z, Xt, r0, T, W):
     """Z[t, :] = sum_d Xt[d, r0 + t] * W[d, :] for t < T (Z is T x H, W is D x H)."""
     D = W.shape[0]
@@ -220,7 +213,7 @@ def _acc_outer(G, B, b0, M, T):
 
 
 @njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def tile2_rows(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one, sigmoid_libm):
+def tile2_rows(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one):
     """Forward + backward of rows r0 .. r0+T-1 of the 3-layer net, row layout (vectorised over h).
 
     Xt (D x N), yt (O x N), W0 (D x H), W1t (O x H) = W1.T; Abuf (>= T*H) and d2 (O x >=T) are
@@ -241,10 +234,7 @@ def tile2_rows(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one, sigmoid_libm):
                 A[t, h] = x0 * W0[0, h] + x1 * W0[1, h] + x2 * W0[2, h]
     else:
         _rows_times(A, Xt, r0, T, W0)
-    if sigmoid_libm:
-        sigmoid_flat_libm(Abuf, T * H, one)
-    else:
-        sigmoid_flat(Abuf, T * H, one)
+    sigmoid_flat(Abuf, T * H, one)
     # 1-4. a2 = s(a1 @ W1), err, |err|, d2 = err * a2 * (1 - a2)
     loss = 0.0
     for t in range(T):
@@ -319,7 +309,7 @@ def tile2_rows(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one, sigmoid_libm):
 
 
 @njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def tile2_cols(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one, sigmoid_libm):
+def tile2_cols(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one):
     """The same tile in column layout (H x T, vectorised over the tile's rows): for small H,
     where a row of H values is too short to fill SIMD lanes. Arguments as tile2_rows."""
     D = W0.shape[0]
@@ -350,10 +340,7 @@ def tile2_cols(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one, sigmoid_libm):
             w = W0[d, h]
             for t in range(T):
                 A[h, t] += w * x[t]
-    if sigmoid_libm:
-        sigmoid_flat_libm(Abuf, T * H, one)
-    else:
-        sigmoid_flat(Abuf, T * H, one)
+    sigmoid_flat(Abuf, T * H, one)
     # 1-4. z2 = W1.T @ a1.T into d2, then a2, err, |err|, d2 -- all vectorised over rows
     loss = 0.0
     for o in range(O):
@@ -439,7 +426,7 @@ def _zero(G):
 
 
 @njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def chunk2(Xt, yt, W0, W1t, c0, c1, T, N, A, d2, g0, g1, one, cols, sigmoid_libm):
+def chunk2(Xt, yt, W0, W1t, c0, c1, T, N, A, d2, g0, g1, one, cols):
     """Tiles c0 .. c1-1 (rows c*T ..) into zeroed accumulators g0 (D x H), g1 (O x H); returns sum |err|."""
     _zero(g0)
     _zero(g1)
@@ -448,9 +435,9 @@ def chunk2(Xt, yt, W0, W1t, c0, c1, T, N, A, d2, g0, g1, one, cols, sigmoid_libm
         r0 = c * T
         rows = min(T, N - r0)
         if cols:
-            loss += tile2_cols(Xt, yt, W0, W1t, r0, rows, A, d2, g0, g1, one, sigmoid_libm)
+            loss += tile2_cols(Xt, yt, W0, W1t, r0, rows, A, d2, g0, g1, one)
         else:
-            loss += tile2_rows(Xt, yt, W0, W1t, r0, rows, A, d2, g0, g1, one, sigmoid_libm)
+            loss += tile2_rows(Xt, yt, W0, W1t, r0, rows, A, d2, g0, g1, one)
     return loss
 
 
@@ -469,7 +456,7 @@ def update(W, G, nchunks, alpha):
 
 @njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
 def train2_serial(
-    Xt, yt, W0, W1t, A, d2, G0, G1, T, cols, iterations, log_every, losses, alpha, one, sigmoid_libm
+    Xt, yt, W0, W1t, A, d2, G0, G1, T, cols, iterations, log_every, losses, alpha, one
 ):
     """The whole loop for the 3-layer net, one thread: one chunk holding every tile."""
     N = Xt.shape[1]
@@ -477,7 +464,7 @@ def train2_serial(
     ntiles = (N + T - 1) // T
     scale = 1.0 / (N * O)
     for it in range(iterations):
-        loss = chunk2(Xt, yt, W0, W1t, 0, ntiles, T, N, A[0], d2[0], G0[0], G1[0], one, cols, sigmoid_libm)
+        loss = chunk2(Xt, yt, W0, W1t, 0, ntiles, T, N, A[0], d2[0], G0[0], G1[0], one, cols)
         if log_every > 0 and it % log_every == 0:
             losses[it // log_every] = loss * scale
         update(W1t, G1, 1, alpha)
@@ -596,23 +583,3 @@ def check_problem(problem, backend: str, dtypes) -> None:
         raise UnsupportedProblem(
             f"{backend} supports 1 or 2 weight layers (2- and 3-layer nets), not {len(problem.weights)}"
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# The 'before' of the optimisation study (docs/performance.md): the NumPy loop translated
-# line by line into @njit -- whole loop compiled, but full N x H temporaries allocated every
-# iteration, BLAS (np.dot) for the products, libm exp. Not used by any backend.
-
-
-@njit(cache=True)
-def train2_naive(X, y, W0, W1, iterations, log_every, losses, alpha):
-    for it in range(iterations):
-        a1 = 1.0 / (1.0 + np.exp(-np.dot(X, W0)))
-        a2 = 1.0 / (1.0 + np.exp(-np.dot(a1, W1)))
-        err = y - a2
-        if log_every > 0 and it % log_every == 0:
-            losses[it // log_every] = np.mean(np.abs(err))
-        d2 = err * a2 * (1.0 - a2)
-        d1 = np.dot(d2, W1.T) * a1 * (1.0 - a1)
-        W1 += alpha * np.dot(a1.T, d2)
-        W0 += alpha * np.dot(X.T, d1)

@@ -77,7 +77,7 @@ def prepare(problem: Problem) -> dict:
     return make_state(problem, 1, NAME)
 
 
-def run(state: dict, iterations: int, log_every: int, sigmoid_libm: bool = False) -> None:
+def run(state: dict, iterations: int, log_every: int) -> None:
     from backends import _numba_kernels as K
 
     losses = np.zeros(n_logged(iterations, log_every))
@@ -120,7 +120,6 @@ def run(state: dict, iterations: int, log_every: int, sigmoid_libm: bool = False
             losses,
             s["alpha"],
             s["one"],
-            sigmoid_libm,
         )
     s["losses"].append(losses)
 

@@ -49,7 +49,7 @@ def train2_parallel(
         for c in prange(nchunks):
             c0 = min(c * per, ntiles)
             c1 = min(c0 + per, ntiles)
-            closs[c] = chunk2(Xt, yt, W0, W1t, c0, c1, T, N, A[c], d2[c], G0[c], G1[c], one, cols, False)
+            closs[c] = chunk2(Xt, yt, W0, W1t, c0, c1, T, N, A[c], d2[c], G0[c], G1[c], one, cols)
         if log_every > 0 and it % log_every == 0:
             loss = 0.0
             for c in range(nchunks):
