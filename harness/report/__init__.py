@@ -4,11 +4,11 @@
 
 * ``rows``: which stored rows are data (newest run per point, status ok and validated), backend
   names, colours and markers (from the registry), the notes naming what is not drawn and why;
-* ``figures``: the figures of one machine (time per iteration, speed-up, floor, compile) and the
-  cross-machine time figure;
+* ``figures``: the figures of one machine (time per iteration, speed-up, floor, compile);
 * ``crossovers``: where one backend (or the GPU) overtakes another, per machine and per pair;
 * ``summary``: ``<machine>/plots/summary.md``, the headline figures;
-* ``compare``: the fastest backend at every point, per machine, and ``plots/crossovers.md``;
+* ``compare``: across machines: time per iteration and speed-ups (``machines_<dtype>``), the
+  fastest backend at every point (``fastest_<dtype>``) and ``plots/crossovers.md``;
 * ``machine_readme``: ``<machine>/README.md``;
 * ``readme_block``: the repository README's results tables.
 
@@ -150,7 +150,7 @@ def _machines_figures(c: Machines) -> list[Path]:
     written = []
     dtypes = sorted(set().union(*(set(s["dtype"]) for s in c.summaries.values()))) if c.summaries else []
     for dtype in dtypes:
-        fig = figures.machines(c.summaries, dtype, c.notes, c.log)
+        fig = compare.machines(c.summaries, dtype, c.notes, c.log)
         if fig is not None:
             written += figures.save(fig, c.out, f"machines_{dtype}")
     return written

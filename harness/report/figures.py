@@ -1,9 +1,8 @@
-"""Figures from stored results: PNG + SVG per machine folder and across machines.
+"""The figures of one machine folder, from stored results: PNG + SVG.
 
 Per machine folder and dtype (in ``<machine>/plots/``): ``time_vs_batch``, ``time_vs_hidden``,
 ``speedup``, ``floor`` (needs ``harness.floor`` and a ``ceilings`` entry in machine.json), one
-``compile`` figure, ``summary.md`` and ``crossovers.csv``/``.md``. Across machine folders (in
-``plots/``): ``machines_<dtype>`` when there are two or more folders with data. Each footer names
+``compile`` figure. (The cross-machine figures are ``harness.report.compare``'s.) Each footer names
 every backend and point that is not drawn, with the reason (``rows.notes_for``).
 """
 
@@ -20,15 +19,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
-from matplotlib.legend_handler import HandlerTuple
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 from harness.report.rows import (
-    MACHINE_STYLES,
     REFERENCE,
-    RUNS,
-    Log,
     colour,
     marker,
     ordered,
@@ -292,93 +285,3 @@ def floor(summary: pd.DataFrame, dtype: str, ceilings: dict, floor_seconds, titl
         fig, notes, head + "; floor = harness.floor.floor_seconds with machine.json ceilings", width_chars
     )
     return fig
-
-
-def machines(summaries: dict[str, pd.DataFrame], dtype: str, notes, log: Log) -> Figure | None:
-    """Across machine folders: time vs batch at one common hidden width, and geo-mean speedups.
-
-    Colour is the backend, as everywhere; line style (left) and hatch (right) is the machine.
-    """
-    parts = {m: s[s["dtype"] == dtype] for m, s in summaries.items()}
-    parts = {m: s for m, s in parts.items() if not s.empty}
-    if len(parts) < 2:
-        log(f"plots: cross-machine {dtype}: skipped, only {len(parts)} machine folder(s) with {dtype} data")
-        return None
-    common = set.intersection(*(set(s["hidden"]) for s in parts.values()))
-    if not common:
-        log(f"plots: cross-machine {dtype}: skipped, no hidden width measured on every machine")
-        return None
-    hidden = max(common)  # the largest shared width: where backends differ most
-    machines = sorted(parts)
-    names = ordered(set().union(*(set(s["backend"]) for s in parts.values())))
-    fig, width_chars, _ = new_figure(2, 1, notes, (5.0, 4.0))
-    left, right = fig.subplots(1, 2)
-    hatches = ("", "//", "..", "xx")
-    batches = sorted(set().union(*(set(s[s["hidden"] == hidden]["batch"]) for s in parts.values())))
-    for k, machine in enumerate(machines):
-        part = parts[machine][parts[machine]["hidden"] == hidden]
-        for name in ordered(part["backend"]):
-            line = part[part["backend"] == name].set_index("batch").reindex(batches)
-            left.plot(
-                batches,
-                line["median"],
-                color=colour(name),
-                marker=marker(name),
-                ms=4,
-                ls=MACHINE_STYLES[k % len(MACHINE_STYLES)],
-            )
-    _size_axis(left, batches)
-    left.set_yscale("log")
-    left.set_xlabel("batch N")
-    left.set_ylabel("seconds / iteration (median)")
-    left.set_title(f"time per iteration at H = {size_label(hidden)}", fontsize=10)
-    left.grid(True, alpha=0.3)
-    # geometric-mean speedup over each machine's own numpy, over the points both measured there
-    others = [n for n in names if n != REFERENCE]
-    width = 0.8 / len(machines)
-    for k, machine in enumerate(machines):
-        s = parts[machine]
-        ref = s[s["backend"] == REFERENCE].set_index(["batch", "hidden"])["median"]
-        for i, name in enumerate(others):
-            mine = s[s["backend"] == name].set_index(["batch", "hidden"])["median"]
-            ratio = (ref / mine).dropna()
-            if ratio.empty:
-                continue
-            right.bar(
-                i + (k - (len(machines) - 1) / 2) * width,
-                float(np.exp(np.log(ratio).mean())),
-                width * 0.9,
-                color=colour(name),
-                hatch=hatches[k % len(hatches)],
-                edgecolor="white",
-            )
-    right.axhline(1.0, color="#444444", lw=1, ls="--")
-    right.set_yscale("log")
-    right.set_xticks(range(len(others)), others, rotation=35, ha="right", fontsize=8)
-    right.set_ylabel(f"geo-mean speedup over {REFERENCE} (same machine)")
-    right.set_title("all points measured on each machine", fontsize=10)
-    right.grid(True, axis="y", alpha=0.3)
-    backend_handles = [Line2D([], [], color=colour(n), marker=marker(n), ms=5) for n in names]
-    machine_handles = [
-        (
-            Line2D([], [], color="#333333", ls=MACHINE_STYLES[k % len(MACHINE_STYLES)]),
-            Patch(facecolor="#999999", edgecolor="white", hatch=hatches[k % len(hatches)]),
-        )
-        for k in range(len(machines))
-    ]
-    first = fig.legend(backend_handles, names, loc="outside right upper", fontsize=8, title="backend")
-    fig.legend(
-        machine_handles,
-        machines,
-        loc="outside right lower",
-        fontsize=8,
-        title="machine",
-        handler_map={tuple: HandlerTuple(ndivide=None)},
-        handlelength=4,
-    )
-    fig.add_artist(first)
-    fig.suptitle(f"machines compared, {dtype}")
-    footer(fig, notes, f"data: {', '.join(f'{m}/{RUNS}' for m in machines)}, {dtype}", width_chars)
-    return fig
-
-
