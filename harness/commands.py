@@ -1,0 +1,297 @@
+"""What each ``python -m harness`` command does, once ``harness.cli`` has parsed its arguments:
+checks that need more than the argument's own text (a backend that exists and runs here, memory
+for a problem, results that can be read), then the work, delegated to the stage it belongs to
+(``harness.orchestrate`` for ``bench``, ``harness.report`` for ``plot``, ...).
+
+A bad input raises ``UsageError`` (one line on stderr, exit status 2, nothing written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import backends
+from backends.base import DTYPES, UnsupportedProblem, logged_iterations, simulated, train
+
+#: Most iterations of one ``run`` (2^31 - 1: hours at the fastest backend's seed-size speed; a
+#: larger count is a typo) and most logged losses (the loss buffer is allocated before the loop).
+MAX_RUN_ITERATIONS = (1 << 31) - 1
+MAX_LOGGED = 1 << 24
+#: A problem may take at most this share of the memory available now (as ``bench`` admits points).
+MEMORY_SHARE = 0.7
+DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+def cmd_list(args) -> int:
+    width = max(map(len, backends.names()))
+    for name in backends.names():
+        why = backends.availability(name)
+        state = "available" if why is None else f"unavailable: {why}"
+        print(f"{name:<{width}}  {state:<40}  {backends.REGISTRY[name].summary}")
+    return 0
+
+
+def _require(name: str):
+    if name not in backends.REGISTRY:
+        raise UsageError(str(backends.UnknownBackend(name)))
+    why = backends.availability(name)
+    if why:
+        raise UsageError(f"backend {name!r} is not available here: {why}")
+    return backends.load(name)
+
+
+def cmd_run(args) -> int:
+    from harness.problems import SEED_DEFAULTS, scaled
+
+    module = _require(args.backend)
+    if args.problem == "scaled":
+        try:
+            problem = scaled(args.batch, args.hidden, args.dtype, args.seed)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        iterations, log_every = 1000, 100
+    else:
+        build, iterations, log_every = SEED_DEFAULTS[args.problem]
+        problem = build().astype(args.dtype)
+    iterations = args.iterations or iterations
+    log_every = log_every if args.log_every is None else args.log_every
+    if iterations > MAX_RUN_ITERATIONS:
+        raise UsageError(f"--iterations {iterations}: at most {MAX_RUN_ITERATIONS}")
+    logged = len(logged_iterations(iterations, log_every))
+    if logged > MAX_LOGGED:
+        raise UsageError(f"--log-every {log_every} would log {logged} losses (at most {MAX_LOGGED}); log less often")
+    _admit_memory(args.backend, problem)
+    start = time.perf_counter()
+    try:
+        result = train(module, problem, iterations, log_every)
+    except UnsupportedProblem as exc:
+        raise UsageError(f"{args.backend}: {exc}") from None
+    seconds = time.perf_counter() - start
+    trace = list(zip(logged_iterations(iterations, log_every), result.losses.tolist()))
+    if args.json:
+        print(json.dumps({
+            "backend": args.backend, "problem": args.problem, "dtype": args.dtype, "iterations": iterations,
+            "losses": [[i, loss] for i, loss in trace], "weights": [w.tolist() for w in result.weights],
+            "seconds": seconds,
+        }))  # fmt: skip
+    else:
+        for i, loss in trace:
+            print(f"{i} {loss!r}")
+        print(f"elapsed {seconds:.3f} s ({args.backend}, {args.problem}, {args.dtype}, {iterations} iterations, "
+              "including compilation)")  # fmt: skip
+    return 0
+
+
+def _admit_memory(backend: str, problem) -> None:
+    """Refuse a problem that would not fit in the memory available now (``bench``'s rule)."""
+    import psutil
+
+    from harness.bench import bytes_needed
+
+    need = bytes_needed(backend, problem.dtype, problem.batch, max(problem.sizes))
+    free = psutil.virtual_memory().available
+    if need > MEMORY_SHARE * free:
+        raise UsageError(f"{backend} at N={problem.batch}, H={max(problem.sizes)} ({problem.dtype}) needs "
+                         f"~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available")  # fmt: skip
+
+
+def cmd_validate(args) -> int:
+    from harness.agreement import TOLERANCE, check
+    from harness.problems import validation_cases
+
+    requested = args.backends
+    names = requested or backends.names()
+    for name in names:
+        if requested:
+            _require(name)
+    failures = 0
+    print(f"{'backend':<15} {'case':<40} {'max rel error':>13}  verdict")
+    for name in names:
+        why = backends.availability(name)
+        if why:
+            print(f"{name:<15} {'(all)':<40} {'':>13}  unavailable: {why}")
+            continue
+        module = backends.load(name)
+        cases = validation_cases(quick=args.quick or simulated(module))
+        if simulated(module):
+            cases = [c for c in cases if c.iterations <= 2000 and c.problem.batch * max(c.problem.sizes) <= 1024]
+            print(f"{name:<15} (CUDA simulator: long and large cases left out; run on a GPU for the full table)")
+        for case in cases:
+            v = check(name, case, module)
+            error = "" if v.error is None else f"{v.error:.2e}"
+            verdict = {"ok": f"ok (<= {TOLERANCE[v.dtype]:g})", "FAIL": f"FAIL (> {TOLERANCE[v.dtype]:g})"}.get(
+                v.status, f"{v.status}: {v.detail}"
+            )
+            failures += v.status in ("FAIL", "error")
+            print(f"{name:<15} {v.case:<40} {error:>13}  {verdict}", flush=True)
+    print(f"{failures} disagreement(s)" if failures else "all available backends agree")
+    return 1 if failures else 0
+
+
+def cmd_bench(args) -> int:
+    from harness import bench, results
+    from harness.fingerprint import machine_name
+
+    if args.preset not in bench.PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(bench.PRESETS)}")
+    for dtype in args.dtype or ():
+        if dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    try:
+        names = bench.resolve_backends(args.backends)
+    except backends.UnknownBackend as exc:
+        raise UsageError(str(exc)) from None
+    from harness.problems import MAX_BATCH, MAX_WIDTH
+
+    for label, values, high in (("batch", args.batch, MAX_BATCH), ("hidden", args.hidden, MAX_WIDTH)):
+        if values and max(values) > high:
+            raise UsageError(f"--{label} {max(values)} is larger than the supported {high}")
+    cpus = len(os.sched_getaffinity(0))
+    if args.threads and args.threads > cpus:
+        raise UsageError(f"--threads {args.threads}: this process may run on {cpus} CPUs")
+    machine = args.machine or machine_name()
+    if not machine.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"--machine {machine!r}: use letters, digits, '.', '-' and '_' only")
+    directory = args.out / machine
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create results folder {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"results folder {directory} is not writable")
+    runs = directory / results.RUNS
+    if runs.exists():
+        try:
+            results.read_runs(runs)
+        except results.ResultsError as exc:
+            raise UsageError(f"{exc}; refusing to append (choose another --out or --machine)") from None
+    try:
+        results.read_machine(directory)
+    except results.ResultsError as exc:
+        raise UsageError(f"{exc}; fix or remove it first") from None
+
+    import signal
+
+    def terminate(signum, frame):  # SIGTERM stops the sweep as Ctrl-C does: workers closed, rows kept
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    from harness.orchestrate import bench_and_report
+
+    preset = bench.custom_preset(bench.PRESETS[args.preset], args.batch, args.hidden, args.dtype)
+    plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
+    try:
+        bench_and_report(plan, args.preset, args.threads or os.cpu_count(), plots=not args.no_plots,
+                         progress=not args.no_progress)  # fmt: skip
+    except OSError as exc:  # disk full, folder removed under us: finished points are already on disk
+        raise UsageError(f"cannot write results under {directory}: {exc.strerror or exc}") from None
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from harness import results
+
+    if not args.results.is_dir():
+        raise UsageError(f"no results folder at {args.results}")
+    _require_results(args.results)
+    try:
+        from harness.report import draw_repository
+
+        draw_repository(args.results)
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _require_results(directory: Path) -> None:
+    """At least one machine folder whose runs.csv can be read; else one line naming why."""
+    from harness import results
+
+    found = sorted(directory.glob(f"*/{results.RUNS}"))
+    if not found:
+        raise UsageError(f"no {results.RUNS} under {directory}/*/: nothing to plot")
+    reasons = []
+    for path in found:
+        try:
+            results.read_runs(path)
+            return
+        except results.ResultsError as exc:
+            reasons.append(str(exc))
+        except OSError as exc:
+            reasons.append(f"{path}: {exc.strerror or exc}")
+    raise UsageError(f"no readable {results.RUNS} under {directory}: {reasons[0]}"
+                     + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))  # fmt: skip
+
+
+def cmd_floor(args) -> int:
+    from harness.floor import floor_seconds, measure_ceilings
+
+    ceilings = measure_ceilings()
+    print(json.dumps(ceilings, indent=1))
+    print(f"floor, seconds per iteration ({args.dtype}); rows: batch, columns: hidden")
+    print("batch    " + "".join(f"{h:>11}" for h in args.hidden))
+    for n in args.batch:
+        print(f"{n:<9}" + "".join(f"{floor_seconds(n, h, args.dtype, ceilings):>11.3g}" for h in args.hidden))
+    from harness.orchestrate import gpu_ceilings
+
+    gpu = gpu_ceilings()  # measured in a child process where there is an NVIDIA GPU; else a note
+    if gpu:
+        from harness.gpu_floor import gpu_floor_seconds
+
+        print(json.dumps(gpu, indent=1))
+        print(f"GPU floor, seconds per iteration ({args.dtype}); rows: batch, columns: hidden")
+        print("batch    " + "".join(f"{h:>11}" for h in args.hidden))
+        for n in args.batch:
+            print(f"{n:<9}" + "".join(f"{gpu_floor_seconds(n, h, args.dtype, gpu):>11.3g}" for h in args.hidden))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from harness import results
+    from harness.fingerprint import machine_name
+
+    try:
+        data = json.loads(args.file.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{args.file}: not a pytest-benchmark JSON ({exc})") from None
+    if not isinstance(data, dict) or "benchmarks" not in data:
+        raise UsageError(f"{args.file}: not a pytest-benchmark JSON (no 'benchmarks' key)")
+    machine = args.machine or machine_name()
+    rows = results.rows_from_pytest_benchmark(data, machine)
+    try:
+        results.append_rows(args.out / machine / results.RUNS, rows)
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{len(rows)} rows appended to {args.out / machine / results.RUNS}")
+    return 0
+
+
+def cmd_import_results(args) -> int:
+    from harness import results
+    from harness.importing import describe, import_results
+
+    if args.machine and not args.machine.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"--machine {args.machine!r}: use letters, digits, '.', '-' and '_' only")
+    try:
+        report = import_results(args.source, args.out, args.note, args.machine)
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot import {args.source}: {exc.strerror or exc}") from None
+    print(describe(report))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "import-benchmark": cmd_import, "import-results": cmd_import_results, "run": cmd_run, "validate": cmd_validate, "bench": cmd_bench, "plot": cmd_plot,
+            "floor": cmd_floor}  # fmt: skip
