@@ -16,8 +16,8 @@ from pathlib import Path
 import backends
 from backends.base import DTYPES, UnsupportedProblem, logged_iterations, simulated, train
 
-#: Most iterations of one ``run`` (2^31 - 1: hours at the fastest backend's seed-size speed; a
-#: larger count is a typo) and most logged losses (the loss buffer is allocated before the loop).
+#: Most iterations of one ``run`` (2^31 - 1, far more than any benchmark run needs) and most
+#: logged losses (the loss buffer is allocated before the loop starts).
 MAX_RUN_ITERATIONS = (1 << 31) - 1
 MAX_LOGGED = 1 << 24
 #: A problem may take at most this share of the memory available now (as ``bench`` admits points).
