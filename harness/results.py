@@ -127,7 +127,7 @@ def fill_device(frame, fingerprint: dict):
     has_gpu = machine_has_gpu(fingerprint)
     if "device" not in frame.columns:
         frame = frame.assign(device="")
-    device = frame["device"].fillna("").astype(str)
+    device = frame["device"].astype(object).where(frame["device"].notna(), "").astype(str)
     empty = device == ""
     if empty.any():
         device = device.where(~empty, frame["backend"].map(lambda b: nominal_device(b, has_gpu)))
