@@ -88,6 +88,11 @@ def load(name: str) -> ModuleType:
     return importlib.import_module(entry.module)
 
 
+def distributions(package: str) -> tuple[str, ...]:
+    """The distribution names a package installs under (cupy's wheels name the CUDA major)."""
+    return (package, f"{package}-cuda13x", f"{package}-cuda12x")
+
+
 def library(name: str) -> str:
     """The library (and its version) that runs backend ``name``'s loop, e.g. 'numba 0.68.1'."""
     package = REGISTRY[name].package
@@ -99,7 +104,7 @@ def library(name: str) -> str:
         return f"python {platform.python_version()}"
     from importlib import metadata
 
-    for dist in (package, f"{package}-cuda13x", f"{package}-cuda12x"):  # cupy's wheels name the CUDA major
+    for dist in distributions(package):
         try:
             return f"{package} {metadata.version(dist)}"
         except metadata.PackageNotFoundError:

@@ -273,7 +273,7 @@ def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[dict]:
         reply = worker.call(request, timeout=max(plan.timeout, 10 * preset.point_budget))
         ready = worker.ready
         if not isinstance(reply, Calibrated):
-            failure = reply if isinstance(reply, Failure) else Failure(Status.FAILED, f"unexpected reply {type(reply).__name__}")
+            failure = _as_failure(reply)
             record(backend, failure.status, failure.reason, compile_seconds=_blank(failure.compile_seconds),
                    max_rel_error=_blank(failure.max_rel_error), library=ready.library, device=ready.device)  # fmt: skip
             drop(backend, failure)
@@ -293,7 +293,7 @@ def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[dict]:
             if isinstance(reply, Timed):
                 timings[backend].append(reply)
                 continue
-            failed[backend] = reply if isinstance(reply, Failure) else Failure(Status.FAILED, f"unexpected reply {type(reply).__name__}")
+            failed[backend] = _as_failure(reply)
             drop(backend, failed[backend])
 
     for backend, c in calibrated.items():
@@ -317,6 +317,10 @@ def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[dict]:
             log(f"warning: {backend} at {dtype} N={batch} H={hidden} is unstable: stdev {spread:.0%} of the mean over "
                 f"{len(seconds)} repeats ({min(seconds):.3g}..{max(seconds):.3g} s); the machine may be busy")  # fmt: skip
     return rows
+
+
+def _as_failure(reply) -> Failure:
+    return reply if isinstance(reply, Failure) else Failure(Status.FAILED, f"unexpected reply {type(reply).__name__}")
 
 
 def _blank(value):

@@ -61,7 +61,7 @@ def _library(backend: str, fingerprint: dict) -> str:
         return ""
     if entry.package == "python":
         return f"python {fingerprint['python']}" if fingerprint.get("python") else ""
-    for dist in (entry.package, f"{entry.package}-cuda13x", f"{entry.package}-cuda12x"):
+    for dist in backends.distributions(entry.package):
         if dist in versions:
             return f"{entry.package} {versions[dist]}"
     return ""

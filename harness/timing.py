@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -233,7 +234,5 @@ def rounds(wanted: dict[str, int], rng: random.Random):
 
 
 def spread(seconds: list[float]) -> float:
-    if len(seconds) < 2:
-        return 0.0
-    mean = sum(seconds) / len(seconds)
-    return (sum((s - mean) ** 2 for s in seconds) / (len(seconds) - 1)) ** 0.5 / mean
+    """Sample stdev / mean of the repeats (0 for fewer than two)."""
+    return statistics.stdev(seconds) / statistics.fmean(seconds) if len(seconds) > 1 else 0.0

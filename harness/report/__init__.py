@@ -177,18 +177,16 @@ def _floor_function(log: Log):
     return floor_seconds
 
 
-def draw_all(results_dir: Path, out_dir: Path | None = None, log: Log = print) -> list[Path]:
+def draw_all(results_dir: Path, out_dir: Path | None = None, log: Log = print, loaded: dict | None = None) -> list[Path]:
     """Redraw everything from ``results_dir/*/runs.csv``; returns the files written.
 
     Per-machine files go to ``<results_dir>/<machine>/plots/`` (its README to the machine folder)
     and cross-machine files to ``<results_dir>/plots/``; with ``out_dir``, to ``<out_dir>/<machine>/``
-    and ``<out_dir>/``.
+    and ``<out_dir>/``. ``loaded``: ``rows.load(results_dir)`` when the caller has it already.
+    ``ResultsError`` when there is no readable runs.csv.
     """
     results_dir = Path(results_dir)
-    loaded = load(results_dir, log)
-    if not loaded:
-        log(f"plots: no {RUNS} under {results_dir}/*/; nothing to draw")
-        return []
+    loaded = load(results_dir, log) if loaded is None else loaded
     floor_fn = _floor_function(log)
     written: list[Path] = []
     summaries: dict[str, pd.DataFrame] = {}
@@ -221,12 +219,13 @@ def draw_repository(results_dir: Path, log: Log = print) -> list[Path]:
     generated tables (``readme_block``). What ``make plots`` and ``make bench`` run."""
     from harness.report import readme_block
 
-    paths = draw_all(results_dir, log=log)
+    loaded = load(Path(results_dir), log)
+    paths = draw_all(results_dir, log=log, loaded=loaded)
     print(f"{len(paths)} figure files written under {results_dir}")
     readme = REPOSITORY / "README.md"
     if Path(results_dir).resolve() == (REPOSITORY / "results").resolve() and readme.is_file():
         try:
-            changed = readme_block.update(readme, results_dir)
+            changed = readme_block.update(readme, results_dir, loaded)
         except ValueError as exc:
             log(f"note: README tables not regenerated: {exc}")
         else:

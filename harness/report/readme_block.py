@@ -32,8 +32,9 @@ def _describe(fingerprint: dict) -> str:
     return f"{cpu}; {gpus}" + (f" ({'; '.join(where)})" if where else "")
 
 
-def block(results_dir: Path) -> str:
-    loaded = load(Path(results_dir), log=lambda _: None)
+def block(results_dir: Path, loaded: dict | None = None) -> str:
+    """The generated block; ``loaded``: ``rows.load(results_dir)`` when the caller has it already."""
+    loaded = load(Path(results_dir), log=lambda _: None) if loaded is None else loaded
     out = [BEGIN, ""]
     summaries = {}
     for name, (frame, fingerprint) in loaded.items():
@@ -69,14 +70,14 @@ def block(results_dir: Path) -> str:
     return "\n".join(out)
 
 
-def update(readme: Path, results_dir: Path) -> bool:
+def update(readme: Path, results_dir: Path, loaded: dict | None = None) -> bool:
     """Rewrite README's generated block; True if it changed. The markers must be there once."""
     text = readme.read_text()
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise ValueError(f"{readme}: needs the generated-block markers once each, in order")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    new = head + block(results_dir) + tail
+    new = head + block(results_dir, loaded) + tail
     if new != text:
         write_atomic(readme, new)
     return new != text

@@ -180,14 +180,26 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def load(results_dir: Path, log: Log = print) -> dict[str, tuple[pd.DataFrame, dict]]:
-    """Every ``<results_dir>/<machine>/runs.csv``: {folder: (rows with a ``source`` column, machine.json)}."""
-    machines = {}
-    for path in sorted(Path(results_dir).glob(f"*/{RUNS}")):
+    """Every ``<results_dir>/<machine>/runs.csv``: {folder: (rows with a ``source`` column, machine.json)}.
+
+    A folder whose runs.csv cannot be read is skipped with a note; ``ResultsError`` when there is
+    no runs.csv at all, or none that can be read (its message names the first reason).
+    """
+    machines, reasons = {}, []
+    found = sorted(Path(results_dir).glob(f"*/{RUNS}"))
+    if not found:
+        raise ResultsError(f"no {RUNS} under {results_dir}/*/: nothing to plot")
+    for path in found:
         folder = path.parent
         try:
             frame, bad = read_runs(path)
         except ResultsError as exc:
+            reasons.append(str(exc))
             log(f"plots: {exc}; folder skipped")
+            continue
+        except OSError as exc:
+            reasons.append(f"{path}: {exc.strerror or exc}")
+            log(f"plots: {reasons[-1]}; folder skipped")
             continue
         if bad:
             shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
@@ -198,6 +210,7 @@ def load(results_dir: Path, log: Log = print) -> dict[str, tuple[pd.DataFrame, d
             log(f"plots: {exc}; figures needing machine.json skipped")
             fingerprint = {}
         machines[folder.name] = (fill_device(frame, fingerprint).assign(source=folder.name), fingerprint)
+    if not machines:
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        raise ResultsError(f"no readable {RUNS} under {results_dir}: {reasons[0]}{more}")
     return machines
-
-
