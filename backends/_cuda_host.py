@@ -13,16 +13,16 @@ losses stay on the device until ``fetch``.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from functools import lru_cache
 
 import numpy as np
 
-from backends import _cuda_plan
+from backends import _cuda_launch, _cuda_plan
 from backends._cuda_compiler import import_cuda, load_kernels, version
-from backends.base import DeviceFault, Problem, TrainResult, UnsupportedProblem, check_dtype, n_logged
+from backends._cuda_launch import as_fault, ceil_div, takes_launch_bounds
+from backends.base import Problem, TrainResult, UnsupportedProblem, check_dtype, n_logged
 
 #: Under the simulator every GPU thread is a Python thread: blocks of this many threads at most.
 SIMULATOR_THREADS = 8
@@ -117,10 +117,14 @@ class CudaBackend:
         if key not in self._compiled:
             spec = self.source.kernels(dtype, D, O)[name]
             options = {}
-            if not self.simulated and _takes_launch_bounds(self.compiler, self.cuda):
+            if not self.simulated and takes_launch_bounds(self.compiler, self.cuda):
                 options["launch_bounds"] = spec.bound
             self._compiled[key] = self.cuda.jit(spec.signature, **options)(spec.pyfunc)
         return self._compiled[key]
+
+    def compilations(self) -> tuple[int, int]:
+        """Kernels compiled in this process (no disk cache: each is compiled on first use)."""
+        return len(self._compiled), 0
 
     def admit(self, needed: int) -> None:
         """Refuse (UnsupportedProblem) a run whose device arrays would not fit in free device memory."""
@@ -153,7 +157,7 @@ class CudaBackend:
         try:
             return self._prepare(problem)
         except Exception as exc:
-            fault = _fault(exc, "preparing the run")
+            fault = as_fault(exc, "preparing the run")
             if fault is exc:
                 raise
             raise fault from exc
@@ -218,7 +222,7 @@ class CudaBackend:
         state["zpart"] = scratch(plan.hchunks * N * O)
         state["g0part"] = scratch(plan.rchunks * D * (H or O))
         state["g1part"] = scratch(plan.rchunks * H * O)
-        state["errpart"] = scratch(plan.rchunks if H else _ceil(N, T))
+        state["errpart"] = scratch(plan.rchunks if H else ceil_div(N, T))
         state["d"] = scratch(N * O)  # 2-layer deltas
         if plan.path == "grid":
             state["launch"] = k(grid_name)[plan.blocks, T, 0, plan.shared_bytes]
@@ -249,12 +253,12 @@ class CudaBackend:
         try:
             if iterations > 0:
                 if state["path"] == "multi":
-                    _run_phases(state, iterations, log_every, losses)
+                    _cuda_launch.run_phases(state, iterations, log_every, losses)
                 else:
-                    _run_persistent(state, iterations, log_every, losses)
+                    _cuda_launch.run_persistent(state, iterations, log_every, losses)
             self.cuda.synchronize()
         except Exception as exc:
-            fault = _fault(exc, f"running the {state['path']} path")
+            fault = as_fault(exc, f"running the {state['path']} path")
             if fault is exc:
                 raise
             raise fault from exc
@@ -269,76 +273,3 @@ class CudaBackend:
         parts = [losses.copy_to_host()[:count] for losses, count in state["losses"]]
         losses = np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
         return TrainResult(weights, losses)
-
-
-def _fault(exc: Exception, doing: str) -> Exception:
-    """A CUDA driver or launch error as a DeviceFault (one line, what was being done); other
-    exceptions (UnsupportedProblem, a bug) unchanged."""
-    if isinstance(exc, (UnsupportedProblem, DeviceFault)):
-        return exc
-    module, name = type(exc).__module__ or "", type(exc).__name__
-    # numba-cuda's and numba-cuda-mlir's driver errors (.cudadrv.), cuda-python's (cuda.core,
-    # cuda.bindings: CUDAError), whichever layer raised them
-    if "cudadrv" in module or module.startswith("cuda.") or name.lower().startswith("cuda"):
-        message = " ".join(str(exc).split())
-        return DeviceFault(f"{type(exc).__name__} while {doing}: {message}")
-    return exc
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _takes_launch_bounds(compiler: str, cuda) -> bool:
-    """Whether ``cuda.jit`` takes a launch bound: numba-cuda names the option in its signature where
-    it has it; numba-cuda-mlir takes ``**kws`` and validates them itself (it has the option)."""
-    if compiler == "numba-cuda-mlir":
-        return True
-    try:
-        return "launch_bounds" in inspect.signature(cuda.jit).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _run_persistent(state: dict, iterations: int, log_every: int, losses) -> None:
-    """Block and grid paths: one launch runs every iteration."""
-    plan, N, H, alpha, count = state["plan"], state["N"], state["H"], state["alpha"], state["count"]
-    X, y, W = state["X"], state["y"], state["W"]
-    launch = state["launch"]
-    if plan.path == "block":
-        if "scratch" not in state:
-            if H:
-                launch(X, y, W[0], W[1], losses, N, H, alpha, iterations, log_every, count)
-            else:
-                launch(X, y, W[0], losses, N, alpha, iterations, log_every, count)
-        elif H:
-            W1b, a1, d2 = state["scratch"]
-            launch(X, y, W[0], W[1], W1b, a1, d2, state["part"], losses, N, H, alpha, iterations, log_every, count)
-        else:
-            launch(X, y, W[0], state["scratch"][0], state["part"], losses, N, alpha, iterations, log_every, count)
-    elif H:
-        launch(X, y, W[0], W[1], state["zpart"], state["g0part"], state["g1part"], state["errpart"], losses,
-               N, H, plan.hchunk, plan.hchunks, plan.rchunk, alpha, iterations, log_every, count)  # fmt: skip
-    else:
-        launch(X, y, W[0], state["d"], state["g0part"], state["errpart"], losses,
-               N, plan.rchunk, alpha, iterations, log_every, count)  # fmt: skip
-
-
-def _run_phases(state: dict, iterations: int, log_every: int, losses) -> None:
-    """Multi path: the grid path's three phases as three launches per iteration."""
-    plan, N, H, O, alpha, count = state["plan"], state["N"], state["H"], state["O"], state["alpha"], state["count"]
-    X, y, W = state["X"], state["y"], state["W"]
-    zpart, g0part, g1part, errpart, d = state["zpart"], state["g0part"], state["g1part"], state["errpart"], state["d"]
-    forward, backward, update = state["phases"]
-    nerr = plan.rchunks if H else _ceil(N, plan.threads)
-    for it in range(iterations):
-        logged = log_every > 0 and it % log_every == 0
-        slot = it // log_every if logged else -1
-        if H:
-            forward(X, W[0], W[1], zpart, N, H, plan.hchunk, plan.hchunks)
-            backward(X, y, W[0], W[1], zpart, g0part, g1part, errpart, N, H, plan.hchunks, plan.rchunk, logged)
-            update(W[0], g0part, W[1], g1part, H * O, plan.rchunks, alpha, errpart, nerr, losses, slot, count)
-        else:
-            forward(X, y, W[0], d, errpart, N, logged)
-            backward(X, d, g0part, N, plan.rchunk)
-            update(W[0], g0part, W[0], g0part, 0, plan.rchunks, alpha, errpart, nerr, losses, slot, count)

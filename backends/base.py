@@ -10,12 +10,20 @@ A backend module (see ``backends/__init__.py`` for the registry) is a ``Backend`
     def run(state, iterations, log_every) -> None   # the whole training loop, synchronous
     def fetch(state) -> TrainResult     # bring the weights and logged losses back to the host
 
-and may provide (the harness reads them only through ``threads_of``, ``set_threads_of`` and
-``simulated``)::
+and may provide (the harness reads them only through ``threads_of``, ``set_threads_of``,
+``simulated`` and ``compilations_of``)::
 
     def threads() -> int | None         # threads its loop uses (None: no CPU pool, e.g. a GPU)
     def set_threads(n) -> None          # use n threads (BLAS and Numba are limited by the harness)
     SIMULATED: bool                     # runs on the CUDA simulator (the harness shortens cases)
+    COMPILES: bool                      # False: runs only code built before it was imported
+    def compilations() -> tuple[int, int]   # programs this process has built so far (compiled or
+                                            # loaded), and how many of them came from a disk cache
+
+The last two give a row's ``cache`` column (``harness.timing.cache_state``): what the first call
+at a point did -- compiled (``cold``), loaded from disk (``disk``), reused code this process had
+already built (``memory``), built nothing (``none``), or ``unknown`` for a backend that compiles
+but cannot count (CuPy's kernel cache).
 
 Adding a backend is its file plus one registry line (``backends/__init__.py``), which also
 gives its device class, plot colour and marker.
@@ -62,6 +70,34 @@ def set_threads_of(module, n: int) -> None:
     setter = getattr(module, "set_threads", None)
     if setter:
         setter(n)
+
+
+def compilations_of(module) -> tuple[int, int] | None:
+    """The backend's ``compilations()`` counters, or None where it reports none."""
+    get = getattr(module, "compilations", None)
+    return tuple(get()) if get else None
+
+
+def compiles(module) -> bool:
+    """False for a backend that declares it runs only prebuilt code (``COMPILES = False``)."""
+    return bool(getattr(module, "COMPILES", True))
+
+
+def numba_compilations(*namespaces) -> tuple[int, int]:
+    """``compilations()`` for backends built of Numba dispatchers: over every dispatcher found in
+    the given modules (or dicts), its signatures built (compiled or loaded) and its on-disk cache hits."""
+    seen, compiled, loaded = set(), 0, 0
+    for namespace in namespaces:
+        values = vars(namespace).values() if not isinstance(namespace, dict) else namespace.values()
+        for value in values:
+            overloads = getattr(value, "overloads", None)
+            if not isinstance(overloads, dict) or id(value) in seen:
+                continue
+            seen.add(id(value))
+            compiled += len(overloads)
+            stats = getattr(value, "stats", None)
+            loaded += sum(getattr(stats, "cache_hits", {}).values()) if stats is not None else 0
+    return compiled, loaded
 
 
 def simulated(module) -> bool:

@@ -25,6 +25,7 @@ available = jax_xla.available
 prepare = jax_xla.prepare
 fetch = jax_xla.fetch
 threads = jax_xla.threads
+compilations = jax_xla.compilations
 set_threads = jax_xla.set_threads
 
 

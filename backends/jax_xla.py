@@ -43,6 +43,30 @@ def available() -> str | None:
     return None
 
 
+# XLA compilations in this process, counted by jax.monitoring listeners: [executables built
+# (compiled, or loaded from the persistent compilation cache), of which loaded from that cache].
+_BUILT = [0, 0]
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":  # jax._src.dispatch.BACKEND_COMPILE_EVENT
+        _BUILT[0] += 1
+
+
+def _on_event(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _BUILT[1] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+jax.monitoring.register_event_listener(_on_event)
+
+
+def compilations() -> tuple[int, int]:
+    """XLA executables built in this process, and how many came from the persistent cache."""
+    return _BUILT[0], _BUILT[1]
+
+
 def sigmoid(z: jax.Array) -> jax.Array:
     return 1.0 / (1.0 + jnp.exp(-z))  # exp(-z) -> inf for z < -709 gives s = 0, as in numpy
 

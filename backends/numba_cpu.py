@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.base import Problem, TrainResult, n_logged
+from backends.base import Problem, TrainResult, n_logged, numba_compilations
 
 DTYPES = ("float64", "float32")
 DEVICE = "cpu"
@@ -134,3 +134,10 @@ def fetch(state: dict) -> TrainResult:
 
 def threads() -> int:
     return 1  # the loop is one compiled call on the calling thread (numba-parallel is the threaded one)
+
+
+def compilations() -> tuple[int, int]:
+    """Signatures the kernels have built in this process, and how many came from Numba's disk cache."""
+    from backends import _numba_kernels
+
+    return numba_compilations(_numba_kernels)

@@ -25,3 +25,5 @@ device_name = _backend.device_name
 prepare = _backend.prepare
 run = _backend.run
 fetch = _backend.fetch
+compilations = _backend.compilations
+COMPILES = not _backend.simulated  # the simulator interprets the kernels' Python

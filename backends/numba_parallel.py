@@ -15,7 +15,7 @@ from numba import get_num_threads, njit, prange
 
 from backends import numba_cpu
 from backends._numba_kernels import KERNEL_FM, chunk2, update
-from backends.base import Problem, TrainResult, n_logged
+from backends.base import Problem, TrainResult, n_logged, numba_compilations
 
 DTYPES = numba_cpu.DTYPES
 DEVICE = "cpu"
@@ -97,3 +97,11 @@ def run(state: dict, iterations: int, log_every: int) -> None:
 
 def fetch(state: dict) -> TrainResult:
     return numba_cpu.fetch(state)
+
+
+def compilations() -> tuple[int, int]:
+    """Signatures built in this process (the shared kernels and ``train2_parallel``), and how many
+    came from Numba's disk cache."""
+    from backends import _numba_kernels
+
+    return numba_compilations(_numba_kernels, globals())

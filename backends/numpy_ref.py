@@ -8,6 +8,7 @@ from backends.base import Problem, TrainResult, check_dtype, n_logged
 
 DTYPES = ("float64", "float32")
 DEVICE = "cpu"
+COMPILES = False  # NumPy and BLAS are prebuilt
 
 
 def available() -> str | None:

@@ -12,6 +12,7 @@ from backends.base import Problem, TrainResult, check_dtype, logged_iterations
 
 DTYPES = ("float64",)  # Python floats are IEEE doubles
 DEVICE = "cpu"
+COMPILES = False
 
 
 def available() -> str | None:

@@ -56,5 +56,16 @@ def run(state: dict, iterations: int, log_every: int) -> None:
 
 
 fetch = torch_eager.fetch
+COMPILES = True  # (torch_eager's is False)
+
+
+def compilations() -> tuple[int, int]:
+    """Inductor graphs built in this process (its FX-graph cache's misses, bypasses and hits), and
+    how many were hits of that on-disk cache."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    hits = inductor["fxgraph_cache_hit"]
+    return inductor["fxgraph_cache_miss"] + inductor["fxgraph_cache_bypass"] + hits, hits
 threads = torch_eager.threads
 set_threads = torch_eager.set_threads

@@ -128,6 +128,11 @@ def fetch(state: dict) -> TrainResult:
     )
 
 
+def compilations() -> tuple[int, int]:
+    """Shapes captured into graphs in this process (a capture is this backend's compile step)."""
+    return len(_CAPTURED), 0
+
+
 def threads() -> int | None:
     return None  # one host thread launches the graphs
 

@@ -13,6 +13,7 @@ from backends.base import Problem, TrainResult, check_dtype, n_logged
 
 DTYPES = ("float64", "float32")
 DEVICE = "gpu" if torch.cuda.is_available() else "cpu"
+COMPILES = False  # eager ATen kernels, built with torch
 _TORCH_DEVICE = torch.device("cuda" if DEVICE == "gpu" else "cpu")
 
 

@@ -99,7 +99,7 @@ def _admit_memory(backend: str, problem) -> None:
     """Refuse a problem that would not fit in the memory available now (``bench``'s rule)."""
     import psutil
 
-    from harness.bench import bytes_needed
+    from harness.plan import bytes_needed
 
     need = bytes_needed(backend, problem.dtype, problem.batch, max(problem.sizes))
     free = psutil.virtual_memory().available
@@ -144,9 +144,10 @@ def cmd_validate(args) -> int:
 def cmd_bench(args) -> int:
     from harness import bench, results
     from harness.fingerprint import machine_name
+    from harness.plan import PRESETS, Plan, custom_preset
 
-    if args.preset not in bench.PRESETS:
-        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(bench.PRESETS)}")
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     for dtype in args.dtype or ():
         if dtype not in DTYPES:
             raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
@@ -190,8 +191,8 @@ def cmd_bench(args) -> int:
     signal.signal(signal.SIGTERM, terminate)
     from harness.orchestrate import bench_and_report
 
-    preset = bench.custom_preset(bench.PRESETS[args.preset], args.batch, args.hidden, args.dtype)
-    plan = bench.Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
+    preset = custom_preset(PRESETS[args.preset], args.batch, args.hidden, args.dtype)
+    plan = Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
     try:
         bench_and_report(plan, args.preset, args.threads or os.cpu_count(), plots=not args.no_plots,
                          progress=not args.no_progress)  # fmt: skip

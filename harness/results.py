@@ -25,7 +25,7 @@ COLUMNS = [
     "repeat",
     "seconds",  # wall time of one timed run of `iterations` iterations (device-resident for GPUs)
     "seconds_e2e",  # same run including host<->device copies (equals `seconds` on CPU backends)
-    "compile_seconds",  # first call (compile + one short run) minus nothing: its own wall time
+    "compile_seconds",  # first call at the point: prepare + one iteration on the timed path + fetch, wall time
     "status",
     "reason",
     "max_rel_error",
@@ -36,11 +36,13 @@ COLUMNS = [
     "timestamp",
     "library",  # the library (and version) that ran the loop, e.g. "numba-cuda 0.30.4": a CUDA compiler's row says which
     "device",  # "cpu" or "gpu": what the backend ran on (its module's DEVICE, reported by the worker)
+    "cache",  # what that first call built: cold, disk, memory, none or unknown (harness.timing.cache_state)
+    "fresh",  # True: the first call was its worker process's first (a fresh process); False: a later point
 ]
 #: Columns added after the first results were stored, oldest first. A runs.csv whose header is
 #: COLUMNS without a tail of these is read with the missing columns empty, and is upgraded (the
 #: header and every row padded, rewritten once, atomically) before new rows are appended to it.
-ADDED_COLUMNS = ["library", "device"]
+ADDED_COLUMNS = ["library", "device", "cache", "fresh"]
 class Status(str, Enum):
     """A row's status in runs.csv, and of a worker's answer that is not a timing (``harness.timing.Failure``)."""
 
@@ -97,6 +99,8 @@ def older_layout(header: list[str] | None) -> bool:
 
 
 DEVICES = ("cpu", "gpu")
+#: The ``cache`` column's values (``harness.timing.cache_state``).
+CACHE_STATES = ("cold", "disk", "memory", "none", "unknown")
 
 
 def nominal_device(backend: str, has_gpu: bool) -> str:
@@ -218,6 +222,8 @@ def read_runs(path: Path):
                 raise ValueError(row["status"])
             if row["device"] not in ("", *DEVICES):
                 raise ValueError(row["device"])
+            if row["cache"] not in ("", *CACHE_STATES) or row["fresh"] not in ("", "True", "False"):
+                raise ValueError(row["cache"], row["fresh"])
         except (ValueError, KeyError):
             bad.append(number)
             continue
@@ -252,5 +258,6 @@ def rows_from_pytest_benchmark(data: dict, machine: str) -> list[dict]:
                 "reason": "" if validated else "agreement not recorded or above tolerance",
                 "max_rel_error": "" if error is None else error, "validated": validated, "threads": "",
                 "machine": machine, "commit": commit, "timestamp": data.get("datetime", ""), "library": "", "device": "",
+                "cache": "", "fresh": "",
             })  # fmt: skip
     return rows

@@ -1,22 +1,29 @@
 """How one point (backend, dtype, N, H) is measured: the timing policy, in one place.
 
-In the worker process of the backend (``harness.worker`` calls ``measure_point`` and ``timed_run``):
+In the worker process of the backend (``harness.worker`` calls ``measure_point`` and ``timed_run``;
+the sweep starts one worker per backend and dtype, so every dtype's first point runs in a fresh
+process):
 
-1. **First call.** ``prepare`` + ``run`` of ``validation_iterations`` iterations with logging +
-   ``fetch``, timed as a whole: ``compile_seconds``. In a worker that already ran smaller points
-   this is a first call at this shape (JAX and torch.compile compile per shape; Numba compiled
-   per dtype at the worker's first point, or loaded it from its on-disk cache).
-2. **Validation, both paths.** That run's weights and loss trace against the float64 NumPy
-   reference (``harness.agreement.TOLERANCE``); then the same iterations with ``log_every = 0``,
-   the path every timed run takes (a branch of its own in jax and the CUDA backends), against the
-   reference's weights. A failure is ``invalid`` (or ``unhealthy`` for NaN/inf) and nothing is timed.
-3. **Calibration.** A warm-up run of one iteration (the timed path may compile a variant of its
-   own), then one timed iteration; below ``RETRY_BELOW x min_time`` the fastest of three, so one
-   hiccup cannot leave T tiny. T = ceil(min_time / that), capped at ``MAX_ITERATIONS``, doubled
+1. **First call.** ``prepare`` + ``run`` of one iteration on the timed path (``log_every = 0``) +
+   ``fetch``, timed as a whole: ``compile_seconds``, whatever the first call had to build. The
+   backend's ``compilations()`` counters before and after give the row's ``cache``
+   (``cache_state``: ``cold``, ``disk``, ``memory``, ``none`` or ``unknown``) and ``fresh`` says
+   whether it was the worker's first call at all (a fresh process: imports done, nothing run).
+2. **Validation, both paths.** ``validation_iterations`` iterations with logging: weights and loss
+   trace against the float64 NumPy reference (``harness.agreement.TOLERANCE``); then the same
+   iterations with ``log_every = 0``, the path every timed run takes (a branch of its own in jax
+   and the CUDA backends), against the reference's weights. A failure is ``invalid`` (or
+   ``unhealthy`` for NaN/inf) and nothing is timed.
+3. **Calibration.** One timed iteration; below ``RETRY_BELOW x min_time`` the fastest of three, so
+   one hiccup cannot leave T tiny. T = ceil(min_time / that), capped at ``MAX_ITERATIONS``, doubled
    until one timed run of T iterations lasts ``min_time``.
-4. **Repeats** (``timed_run``): each from fresh initial weights (``prepare``, untimed), ``run`` of T
+4. **Health of the timed trajectory.** The weights every calibration run and every timed repeat
+   ends with (1, ..., T iterations from the same initial weights: checkpoints of the trajectory
+   that is timed) go through one forward and backward pass (``harness.health.state_health``): an
+   inf/NaN or a subnormal activation or delta (SPEC) makes the point ``unhealthy``.
+5. **Repeats** (``timed_run``): each from fresh initial weights (``prepare``, untimed), ``run`` of T
    iterations timed alone (``seconds``: the device-resident loop, synchronised) and with the copies
-   (``seconds_e2e``); NaN/inf after a repeat is ``unhealthy``.
+   (``seconds_e2e``).
 
 In the parent (``harness.bench``): validation runs ``validation_iterations(work)`` iterations (a
 few at small points, fewer where the NumPy reference itself is slow); a point predicted from the
@@ -39,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.base import TrainResult, UnsupportedProblem
-from harness.results import Status
+from harness.results import CACHE_STATES, Status  # noqa: F401  (CACHE_STATES: cache_state's values)
 
 # --- the policy's numbers ---------------------------------------------------------------------
 #: Most iterations of one timed run.
@@ -53,9 +60,11 @@ MIN_VALIDATION = 2
 #: ... and one from N*H = ONE_VALIDATION_WORK up, where the NumPy reference alone takes seconds per
 #: iteration and the same code paths were validated over two iterations at smaller points.
 ONE_VALIDATION_WORK = 1 << 24
-#: Runs a point costs besides its repeats, in units of one timed run's iterations: the warm-up and
-#: the single calibration iteration (the prediction counts iterations, see ``point_cost``).
+#: Runs a point costs besides its validation and repeats, in units of one timed run's iterations:
+#: the first call and the single calibration iteration (the prediction counts iterations, see
+#: ``point_cost``).
 CALIBRATION_RUNS = 2
+
 #: A timed run longer than LONG_RUN seconds gets LONG_REPEATS repeats (when that is fewer).
 LONG_RUN = 0.25
 LONG_REPEATS = 3
@@ -111,6 +120,8 @@ class Calibrated:
     iterations: int
     seconds_per_iteration: float
     threads: int | None
+    cache: str = "unknown"  # what the first call built (CACHE_STATES)
+    fresh: bool = False  # the first call was the worker process's first
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,8 @@ class Failure:
     compile_seconds: float | None = None
     max_rel_error: float | None = None
     fatal: bool = False
+    cache: str = ""
+    fresh: bool | None = None
 
 
 Reply = Ready | Unavailable | Calibrated | Timed | Failure
@@ -139,6 +152,18 @@ Reply = Ready | Unavailable | Calibrated | Timed | Failure
 
 def finite(result: TrainResult) -> bool:
     return all(np.all(np.isfinite(w)) for w in result.weights) and bool(np.all(np.isfinite(result.losses)))
+
+
+def cache_state(module, before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
+    """What a call built, from the backend's ``compilations()`` before and after it."""
+    from backends.base import compiles
+
+    if not compiles(module):
+        return "none"
+    if before is None or after is None:
+        return "unknown"
+    built, loaded = after[0] - before[0], after[1] - before[1]
+    return "cold" if built > loaded else "disk" if loaded else "memory"
 
 
 def timed_run(module, problem, iterations: int) -> tuple[float, float, TrainResult]:
@@ -153,10 +178,21 @@ def timed_run(module, problem, iterations: int) -> tuple[float, float, TrainResu
     return end - begin, done - start, result
 
 
+def unhealthy(problem, result: TrainResult, iterations: int, rows=None) -> Failure | None:
+    """A Failure when the weights a run of ``iterations`` ended with are not healthy (step 4)."""
+    from harness.health import describe, state_health
+
+    if not finite(result):
+        return Failure(Status.UNHEALTHY, f"NaN or inf in weights or losses after {iterations} iterations")
+    health = state_health(problem, result.weights, rows)
+    if health.ok(problem.dtype):
+        return None
+    return Failure(Status.UNHEALTHY, f"{describe(health, problem.dtype)} after {iterations} iterations of the timed run")
+
+
 def calibrate(run_seconds, min_time: float, max_iterations: int) -> tuple[int, float]:
     """T such that one timed run lasts ``min_time``; ``run_seconds(T)`` times a run of T iterations.
     Returns (T, seconds of the last run of T)."""
-    run_seconds(1)  # warm-up: the timed path may compile a variant of its own
     one = run_seconds(1)
     if one < RETRY_BELOW * min_time:
         one = min(one, run_seconds(1), run_seconds(1))
@@ -168,34 +204,61 @@ def calibrate(run_seconds, min_time: float, max_iterations: int) -> tuple[int, f
     return iterations, seconds
 
 
-def measure_point(module, problem, request: PointRequest, threads: int | None) -> Calibrated | Failure:
-    """Steps 1-3 of the policy for one point: first call, validation of both paths, calibration."""
+class _Unhealthy(Exception):
+    def __init__(self, failure: Failure):
+        self.failure = failure
+
+
+def measure_point(module, problem, request: PointRequest, threads: int | None, fresh: bool = False) -> Calibrated | Failure:
+    """Steps 1-4 of the policy for one point: first call, validation of both paths, calibration
+    with the health of every run's end state."""
+    from backends.base import compilations_of
     from harness.agreement import TOLERANCE, max_relative_error
+    from harness.health import distinct_rows
 
     tolerance = TOLERANCE[request.dtype]
     reference = request.reference
+    before = compilations_of(module)
     start = time.perf_counter()
     try:
         state = module.prepare(problem)
-        module.run(state, request.validate_iterations, request.log_every)
-        result = module.fetch(state)
+        module.run(state, 1, 0)
+        module.fetch(state)
     except UnsupportedProblem as exc:
         return Failure(Status.SKIPPED, f"unsupported: {exc}")
     first_call = time.perf_counter() - start
+    first = dict(compile_seconds=first_call, cache=cache_state(module, before, compilations_of(module)), fresh=fresh)
+
+    state = module.prepare(problem)
+    module.run(state, request.validate_iterations, request.log_every)
+    result = module.fetch(state)
     if not finite(result):
-        return Failure(Status.UNHEALTHY, "NaN or inf in weights or losses", first_call)
+        return Failure(Status.UNHEALTHY, "NaN or inf in weights or losses", **first)
     error = max_relative_error(result, reference)
     if not error <= tolerance:
-        return Failure(Status.INVALID, f"max relative error {error:.3g} > {tolerance:g} vs float64 numpy", first_call, error)
+        return Failure(Status.INVALID, f"max relative error {error:.3g} > {tolerance:g} vs float64 numpy", max_rel_error=error, **first)
     state = module.prepare(problem)
     module.run(state, request.validate_iterations, 0)
     unlogged = module.fetch(state)
     silent = max_relative_error(unlogged, TrainResult(reference.weights, np.empty(0)))
     if not (finite(unlogged) and silent <= tolerance):
         return Failure(Status.INVALID, f"the unlogged (timed) path: max relative error {silent:.3g} > {tolerance:g} "
-                       "vs float64 numpy", first_call, silent)  # fmt: skip
-    iterations, seconds = calibrate(lambda t: timed_run(module, problem, t)[0], request.min_time, request.max_iterations)
-    return Calibrated(first_call, max(error, silent), iterations, seconds / iterations, threads)
+                       "vs float64 numpy", max_rel_error=silent, **first)  # fmt: skip
+
+    rows = distinct_rows(problem)
+
+    def run_seconds(iterations: int) -> float:
+        seconds, _, result = timed_run(module, problem, iterations)
+        failure = unhealthy(problem, result, iterations, rows)
+        if failure:
+            raise _Unhealthy(failure)
+        return seconds
+
+    try:
+        iterations, seconds = calibrate(run_seconds, request.min_time, request.max_iterations)
+    except _Unhealthy as bad:
+        return Failure(bad.failure.status, bad.failure.reason, max_rel_error=max(error, silent), **first)
+    return Calibrated(first_call, max(error, silent), iterations, seconds / iterations, threads, first["cache"], fresh)
 
 
 # --- in the parent ------------------------------------------------------------------------------

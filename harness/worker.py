@@ -41,22 +41,25 @@ class _Runner:
         if threads:
             apply_threads(self.module, threads)
         self.problem = None
+        self.rows = None  # the problem's distinct rows, for the health of each repeat's end state
         self.iterations = 1
+        self.served = 0  # points asked of this process so far
 
     def point(self, request: PointRequest) -> Calibrated | Failure:
+        from harness.health import distinct_rows
         from harness.problems import scaled
 
         self.problem = scaled(request.batch, request.hidden, request.dtype, request.seed)
-        reply = timing.measure_point(self.module, self.problem, request, threads_of(self.module))
+        self.rows = distinct_rows(self.problem)
+        fresh, self.served = self.served == 0, self.served + 1
+        reply = timing.measure_point(self.module, self.problem, request, threads_of(self.module), fresh)
         if isinstance(reply, Calibrated):
             self.iterations = reply.iterations
         return reply
 
     def repeat(self) -> Timed | Failure:
         seconds, e2e, result = timing.timed_run(self.module, self.problem, self.iterations)
-        if not timing.finite(result):
-            return Failure(Status.UNHEALTHY, "NaN or inf in weights after a timed run")
-        return Timed(seconds, e2e)
+        return timing.unhealthy(self.problem, result, self.iterations, self.rows) or Timed(seconds, e2e)
 
 
 def apply_threads(module, threads: int) -> None:

@@ -35,7 +35,7 @@ def usable(name):
     return backends.load(name)
 
 
-from backends.base import Backend, simulated  # noqa: E402
+from backends.base import Backend, compilations_of, compiles, simulated  # noqa: E402
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -57,6 +57,10 @@ def test_backend_module_meets_the_contract(name):
     assert threads is None or (isinstance(threads, int) and threads >= 1)
     if module.DEVICE == "cpu":
         assert isinstance(threads, int), f"{name} runs on the CPU: it must report its threads"
+    counts = compilations_of(module)  # the cache column: a pair of counts, or a backend that builds nothing
+    assert counts is None or (len(counts) == 2 and 0 <= counts[1] <= counts[0]), counts
+    if compiles(module) and counts is None:  # only CuPy's kernel cache cannot be counted
+        assert entry.package == "cupy", f"{name} compiles: it must count what it builds (compilations())"
 
 
 def shorten(case: Case, iterations: int = 12) -> Case:

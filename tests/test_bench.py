@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import bench, results
+from harness import bench, plan, results
 from harness.bench import Plan, Preset, sweep
 from harness.timing import PointRequest, RepeatRequest
 
@@ -55,6 +55,26 @@ def test_validation_covers_the_unlogged_path_that_is_timed(tmp_path, fakes):
     wrong = frame[frame["backend"] == "fake-silent-wrong"]
     assert set(wrong["status"]) == {"invalid"}
     assert wrong["reason"].str.contains("unlogged").all()
+
+
+def test_the_timed_trajectory_is_certified_healthy_not_only_the_validated_one(tmp_path, fakes):
+    frame = run_sweep(tmp_path, ["numpy", "fake-saturating"])  # validation: 3 iterations; T >= 50
+    sick = frame[frame["backend"] == "fake-saturating"]
+    assert set(sick["status"]) == {"unhealthy"} and sick["reason"].str.contains("subnormal").all()
+    assert set(frame[frame["backend"] == "numpy"]["status"]) == {"ok"}
+
+
+def test_each_dtype_starts_in_a_fresh_process_and_the_cache_is_recorded(tmp_path, fakes):
+    preset = Preset(batch=(4, 16), hidden=(4,), dtypes=("float64", "float32"), repeats=1, min_time=0.002,
+                    point_budget=5.0, total_budget=120.0, validate_iterations=2)  # fmt: skip
+    frame = run_sweep(tmp_path, ["numpy", "fake-compiles", "fake-good"], preset=preset)
+    assert set(frame["status"]) == {"ok"}
+    first = frame.groupby(["backend", "dtype"])["batch"].transform("min") == frame["batch"]
+    assert (frame["fresh"] == first.map(str)).all()  # the smallest point of each dtype: a new worker
+    cache = frame.groupby("backend")["cache"].agg(set).to_dict()
+    assert cache == {"numpy": {"none"}, "fake-compiles": {"cold"}, "fake-good": {"unknown"}}
+    compiles = frame[frame["backend"] == "fake-compiles"]
+    assert (compiles["compile_seconds"] >= 1.0).all()  # its one-second compile, on the timed path
 
 
 def test_a_device_fault_is_recorded_and_the_worker_replaced(tmp_path, fakes):
@@ -159,7 +179,7 @@ def test_the_last_worker_settles_before_another_backend_is_timed(tmp_path, fakes
 
 
 def test_memory_estimate_skips_points_that_cannot_fit(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "bytes_needed", lambda *a: float(1 << 60))
+    monkeypatch.setattr(plan, "bytes_needed", lambda *a: float(1 << 60))
     frame = run_sweep(tmp_path, ["numpy"], Preset((4,), (4,), ("float64",), 1, 0.001, 5.0, 60.0, 2))
     assert list(frame["status"]) == ["skipped"] and "GiB" in frame["reason"].iloc[0]
 

@@ -310,7 +310,6 @@ def test_no_iterations_and_no_logging(path):
 
 @needs_cuda
 def test_run_restores_the_switch_interval():
-    import sys
 
     before = sys.getswitchinterval()
     train(nc, xor2(), 2, 1)
@@ -339,7 +338,7 @@ def _error(module: str, name: str) -> Exception:
     ("cuda.core._utils.cuda_utils", "CUDAError"),
 ])  # fmt: skip
 def test_a_cuda_error_in_a_run_is_a_device_fault(monkeypatch, module, name):
-    from backends._cuda_host import _run_persistent
+    from backends import _cuda_launch
     from backends.base import DeviceFault
 
     state = nc.prepare(xor3())
@@ -347,18 +346,18 @@ def test_a_cuda_error_in_a_run_is_a_device_fault(monkeypatch, module, name):
     def refused(*args):
         raise _error(module, name)
 
-    monkeypatch.setattr(sys.modules[_run_persistent.__module__], "_run_persistent", refused)
+    monkeypatch.setattr(_cuda_launch, "run_persistent", refused)
     with pytest.raises(DeviceFault, match=r"^" + name + r" while running the block path: \[720\] CUDA_ERROR_COOPERATIVE"):
         nc.run(state, 3, 1)
 
 
 @needs_cuda
 def test_other_errors_are_not_device_faults(monkeypatch):
-    from backends._cuda_host import _run_persistent
+    from backends import _cuda_launch
     from backends.base import DeviceFault
 
     state = nc.prepare(xor3())
-    monkeypatch.setattr(sys.modules[_run_persistent.__module__], "_run_persistent", lambda *a: 1 / 0)
+    monkeypatch.setattr(_cuda_launch, "run_persistent", lambda *a: 1 / 0)
     with pytest.raises(ZeroDivisionError) as info:
         nc.run(state, 3, 1)
     assert not isinstance(info.value, DeviceFault)

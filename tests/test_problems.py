@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from harness.health import check_health
+from harness.health import check_health, distinct_rows, state_health
 from harness.problems import scaled, xor2, xor3
 
 
@@ -61,3 +61,23 @@ def test_health_check_detects_subnormals_of_a_saturated_network():
     health = check_health(type(p)(p.X, p.y, (w0, p.weights[1]), p.alpha), 1)
     assert health.finite and health.max_abs_preactivation > 700 and not health.ok("float64")
     assert health.min_abs_activation < np.finfo(np.float64).tiny
+
+
+@pytest.mark.parametrize("batch,hidden,layers", [(1, 1, 2), (64, 8, 2), (1000, 33, 2), (40, 5, 1), (40, 5, 3)])
+def test_the_state_check_over_distinct_rows_is_the_full_batch_pass(batch, hidden, layers):
+    p = scaled(batch, hidden, "float64", seed=batch, layers=layers)
+    X, y = distinct_rows(p)
+    assert len(X) <= 4 and len(X) == len(np.unique(p.X, axis=0))
+    fast = state_health(p, p.weights)
+    if layers == 2:  # check_health records the pass at the initial weights before its first update
+        full = check_health(p, 1)
+        assert fast.max_abs_preactivation == pytest.approx(full.max_abs_preactivation, rel=1e-12)
+        assert fast.min_abs_activation == pytest.approx(full.min_abs_activation, rel=1e-12)
+        assert fast.min_abs_delta == pytest.approx(full.min_abs_delta, rel=1e-12)
+    assert fast.ok("float64")
+    saturated = list(p.weights)
+    saturated[0] = np.zeros_like(saturated[0])
+    saturated[0][2, :] = -709.3  # every row: z = -709.3, s(z) ~ 9e-309, below the smallest normal float64
+    assert not state_health(p, saturated).ok("float64")
+    saturated[0][2, :] = np.inf
+    assert not state_health(p, saturated).finite

@@ -28,13 +28,14 @@ def test_calibration_doubles_until_a_run_lasts_min_time():
 
     t, seconds = timing.calibrate(run_seconds, min_time=0.05, max_iterations=1 << 20)
     assert t == 50 and seconds == pytest.approx(0.05)
-    assert calls[:4] == [1, 1, 1, 1]  # warm-up, one, and the fastest of three below 5 x min_time
+    assert calls[:4] == [1, 1, 1, 50]  # one, the fastest of three below 5 x min_time, then T (no warm-up:
+    # the point's first call ran the timed path already)
     t, _ = timing.calibrate(lambda t: 1e-9 * t, min_time=0.05, max_iterations=1000)
     assert t == 1000  # capped
 
 
 def test_calibration_takes_the_fastest_of_three_single_runs():
-    times = iter([9.0, 0.2, 0.001, 0.001, 0.05])  # warm-up, a hiccup (< 5 x min_time), two fast runs, T = 50
+    times = iter([0.2, 0.001, 0.001, 0.05])  # a hiccup (< 5 x min_time), two fast runs, T = 50
 
     t, _ = timing.calibrate(lambda t: next(times), min_time=0.05, max_iterations=1 << 20)
     assert t == 50
@@ -66,6 +67,76 @@ def test_measure_point_validates_both_paths_and_calibrates():
     reply = timing.measure_point(numpy_ref, problem, request, threads=1)
     assert isinstance(reply, timing.Calibrated) and reply.max_rel_error == 0.0
     assert reply.iterations >= 1 and reply.compile_seconds > 0 and reply.threads == 1
+    assert reply.cache == "none" and reply.fresh is False  # numpy builds nothing; not told it was first
     wrong = timing.PointRequest("numpy", "float64", 8, 4, 3, 4, 1, 0.001, 1 << 20, reference_result(scaled(8, 4, "float64", 9), 4, 1))
     failure = timing.measure_point(numpy_ref, problem, wrong, threads=1)
     assert isinstance(failure, timing.Failure) and failure.status is Status.INVALID
+
+
+class _Counting:
+    """numpy with a compiler's counters: ``built`` programs per first call at a new shape."""
+
+    DTYPES, DEVICE = numpy_ref.DTYPES, numpy_ref.DEVICE
+
+    def __init__(self, from_disk: bool):
+        self.from_disk, self.shapes, self.counts = from_disk, set(), [0, 0]
+
+    def available(self):
+        return None
+
+    def prepare(self, problem):
+        if problem.X.shape not in self.shapes:
+            self.shapes.add(problem.X.shape)
+            self.counts[0] += 1
+            self.counts[1] += self.from_disk
+        return numpy_ref.prepare(problem)
+
+    run, fetch = staticmethod(numpy_ref.run), staticmethod(numpy_ref.fetch)
+
+    def compilations(self):
+        return tuple(self.counts)
+
+
+@pytest.mark.parametrize("from_disk,first,second", [(False, "cold", "memory"), (True, "disk", "memory")])
+def test_the_first_call_says_what_it_built(from_disk, first, second):
+    module = _Counting(from_disk)
+    problem = scaled(8, 4, "float64", 3)
+    request = timing.PointRequest("x", "float64", 8, 4, 3, 4, 1, 0.001, 1 << 20, reference_result(problem, 4, 1))
+    a = timing.measure_point(module, problem, request, threads=None, fresh=True)
+    b = timing.measure_point(module, problem, request, threads=None)
+    assert (a.cache, a.fresh, b.cache, b.fresh) == (first, True, second, False)
+    assert timing.cache_state(numpy_ref, None, None) == "none"  # COMPILES = False
+    assert timing.cache_state(object(), None, None) == "unknown"  # compiles, cannot count
+    assert timing.cache_state(object(), (3, 1), (5, 2)) == "cold"  # one compiled, one loaded: compiled
+
+
+class _Saturating:
+    """numpy that trains right, then, from ``after`` iterations on, returns weights whose hidden
+    layer is saturated (subnormal activations and deltas), as a diverging run would."""
+
+    DTYPES, DEVICE, COMPILES = numpy_ref.DTYPES, numpy_ref.DEVICE, False
+    available, prepare = staticmethod(numpy_ref.available), staticmethod(numpy_ref.prepare)
+
+    def __init__(self, after: int):
+        self.after = after
+
+    def run(self, state, iterations, log_every):
+        numpy_ref.run(state, iterations, log_every)
+        state["saturate"] = iterations >= self.after
+
+    def fetch(self, state):
+        result = numpy_ref.fetch(state)
+        if state.get("saturate"):
+            result.weights[0] = np.zeros_like(result.weights[0])
+            result.weights[0][2, :] = -709.3  # z = -709.3 in every row: s(z) ~ 9e-309, subnormal in float64
+        return result
+
+
+def test_the_timed_trajectory_is_checked_for_subnormals_beyond_the_validated_iterations():
+    problem = scaled(8, 4, "float64", 3)
+    request = timing.PointRequest("x", "float64", 8, 4, 3, 4, 1, 0.001, 1 << 20, reference_result(problem, 4, 1))
+    healthy = timing.measure_point(_Saturating(after=1 << 30), problem, request, threads=None)
+    assert isinstance(healthy, timing.Calibrated)
+    sick = timing.measure_point(_Saturating(after=50), problem, request, threads=None)  # validation: 4 iterations
+    assert isinstance(sick, timing.Failure) and sick.status is Status.UNHEALTHY
+    assert "subnormal" in sick.reason and "of the timed run" in sick.reason and sick.compile_seconds > 0

@@ -89,6 +89,8 @@ def medians(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = ok.assign(t=ok["seconds"] / ok["iterations"]).groupby(POINT)
     out = grouped["t"].agg(median="median", lo="min", hi="max", n="size")
     out["compile"] = grouped["compile_seconds"].median()
+    for column in ("cache", "fresh"):  # one value per point (its first call); "" for older results
+        out[column] = grouped[column].first().fillna("").astype(str) if column in ok.columns else ""
     return out.reset_index()
 
 

@@ -18,6 +18,7 @@ FAKES = {
     "fake-hiccup": "tests.fakes.hiccup",
     "fake-device-fault": "tests.fakes.device_fault",
     "fake-silent-wrong": "tests.fakes.silent_wrong",
+    "fake-saturating": "tests.fakes.saturating",
 }
 
 

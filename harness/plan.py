@@ -1,0 +1,116 @@
+"""What a sweep is asked to do and what it may run: presets, the plan, the grid, and admission
+(the time, memory and point budgets, with the per-iteration predictor that applies the last).
+
+``harness.bench`` walks the grid; ``harness.timing`` measures each point.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psutil
+
+from harness import timing
+
+
+@dataclass(frozen=True)
+class Preset:
+    batch: tuple[int, ...]
+    hidden: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    repeats: int
+    min_time: float  # seconds one timed run must last
+    point_budget: float  # seconds one backend may spend on one point (validation + repeats)
+    total_budget: float  # seconds for the whole sweep; points left when it runs out are skipped
+    validate_iterations: int = 8
+
+
+POWERS_OF_4 = tuple(4**k for k in range(1, 9))  # 4 .. 65536
+PRESETS = {
+    "quick": Preset((4, 256, 16384), (4, 256), ("float64",), 3, 0.01, 3.0, 30.0, 4),
+    "default": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64",), 5, 0.05, 45.0, 500.0),
+    "full": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64", "float32"), 7, 0.2, 120.0, 4 * 3600.0),
+    # For a lent GPU machine (`make gpu-bench`): every batch size of the default grid, the hidden
+    # widths 4, 64, 1024 and 4096 (the corners and the largest point of the default grid), sized
+    # so that the whole command ends inside the device tool's 10-minute limit.
+    "gpu": Preset(POWERS_OF_4, (4, 64, 1024, 4096), ("float64",), 5, 0.05, 30.0, 400.0),
+}
+SEED = 2024
+#: A point whose estimated memory exceeds this share of what is available is skipped.
+MEMORY_SHARE = 0.7
+
+
+@dataclass
+class Plan:
+    """What a sweep is asked to do (configuration only; ``Sweep`` holds the state of a run)."""
+
+    preset: Preset
+    backends: list[str]
+    out: Path
+    machine: str
+    threads: int | None = None
+    resume: bool = True
+    seed: int = SEED
+    timeout: float = 120.0  # least seconds a worker may take to answer before it is killed
+    has_gpu: bool = False  # the machine has an NVIDIA GPU (for the device of rows that never ran)
+
+
+def grid(preset: Preset) -> list[tuple[str, int, int]]:
+    """(dtype, batch, hidden) points, smallest work first so slow backends are predicted, not run."""
+    points = itertools.product(preset.dtypes, preset.batch, preset.hidden)
+    return sorted(points, key=lambda p: (p[1] * p[2], p[1], p[0]))
+
+
+def bytes_needed(backend: str, dtype: str, batch: int, hidden: int) -> float:
+    """Rough peak memory of one point: a few N x H arrays (Python floats in lists cost ~40 B each)."""
+    per_element = 40 * 6 if backend == "python" else 8 * 6
+    return per_element * batch * hidden * (1 if dtype == "float64" or backend == "python" else 0.5)
+
+
+class Predictor:
+    """Predicts seconds per iteration of a backend at a new point from its largest smaller point."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], dict[int, float]] = {}
+
+    def add(self, backend: str, dtype: str, work: int, seconds_per_iteration: float) -> None:
+        """Record (or replace: the repeats' median supersedes the calibration's estimate)."""
+        self.seen.setdefault((backend, dtype), {})[work] = seconds_per_iteration
+
+    def predict(self, backend: str, dtype: str, work: int) -> tuple[float, int] | None:
+        below = [(w, s) for w, s in self.seen.get((backend, dtype), {}).items() if w <= work]
+        if not below:
+            return None
+        w, s = max(below)
+        return s * work / w, w  # at least linear in N*H: the work per iteration is
+
+
+def admit(preset: Preset, predictor: Predictor, backend: str, point: tuple, validate: int, elapsed: float) -> str | None:
+    """Why ``backend`` must skip this point (dtype, N, H) before it runs, ``elapsed`` seconds into
+    the sweep (None: it may run): the sweep's time budget, memory, the point budget predicted."""
+    dtype, batch, hidden = point
+    if elapsed > preset.total_budget:
+        return f"sweep time budget of {preset.total_budget:.0f} s used up"
+    free = psutil.virtual_memory().available
+    need = bytes_needed(backend, dtype, batch, hidden)
+    if need > MEMORY_SHARE * free:
+        return f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available"
+    guess = predictor.predict(backend, dtype, batch * hidden)
+    if guess:
+        per_iteration, from_work = guess
+        cost = timing.point_cost(per_iteration, validate, timing.repeats_for(preset.repeats, per_iteration))
+        if cost > preset.point_budget:
+            return (f"predicted {per_iteration:.3g} s/iteration (from N*H={from_work}): ~{cost:.0f} s "
+                    f"> point budget {preset.point_budget:.0f} s")  # fmt: skip
+    return None
+
+
+def custom_preset(base: Preset, batch=None, hidden=None, dtypes=None) -> Preset:
+    return replace(
+        base,
+        batch=tuple(batch) if batch else base.batch,
+        hidden=tuple(hidden) if hidden else base.hidden,
+        dtypes=tuple(dtypes) if dtypes else base.dtypes,
+    )
