@@ -21,6 +21,11 @@ Three launch paths (``backends/_cuda_plan.py`` chooses; docs/cuda.md has the des
 * ``*_phase`` kernels: the grid kernels' phases as separate launches (devices without
   cooperative launch). They call the same device functions as the grid kernels.
 
+Why one file of ~560 lines: the kernels are closures over one compiler's ``cuda`` and over the
+compile-time constants D and O, made by one call of ``kernels``; the persistent kernels and the
+per-phase kernels call the same device functions (``forward3``, ``backward3``, ``update``, ...),
+so each phase's math is written once, and the file has to be executed as a whole by the loader.
+
 Every sum has a fixed order that depends only on the launch layout (the plan), never on thread
 scheduling: no atomics. A float64 run is bit-reproducible for a given plan.
 """

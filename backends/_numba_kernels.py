@@ -30,6 +30,16 @@ What is here and why (docs/performance.md has the measurements):
 
 * ``train1`` -- the 2-layer net (one weight matrix): row-by-row scalar loops (D x O is tiny).
 
+Why this is one file of ~600 lines, and why the loop's math appears in more than one kernel:
+each kernel above is the same SPEC iteration written for one regime (row vs column layout, the
+fused D=3/O=1 path vs any D and O, tiles vs plain loops, 2- vs 3-layer), because whether LLVM
+vectorises a loop nest depends on its exact form: indexing ``Xt[d, r0 + t]`` instead of a tile
+view, or ``min``/``max`` instead of conditional expressions, kept loops scalar
+(docs/performance.md, steps 3 and 4), and each layout's best loop order differs. What can be shared
+without that cost is shared (``fexp``, ``sigmoid_flat``, ``_rows_times``, ``_acc_outer``,
+``update``, ``chunk2``), and the kernels are kept together so the building blocks and their
+callers are read side by side. tests/test_numba_cpu.py checks every regime against NumPy.
+
 Every kernel takes ``one`` (1 in the problem dtype) and ``alpha`` already cast to the dtype, so
 float32 runs stay float32 (a Python float literal would promote the arithmetic to float64).
 fastmath: the kernels allow reassociation/contraction (vectorised dot products, FMAs); the exp

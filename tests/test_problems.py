@@ -37,8 +37,11 @@ def test_scaled_rejects_bad_sizes(kwargs):
         scaled(**kwargs)
 
 
-# A spread over the sweep range (N up to 65536, H up to 4096). Iteration counts are at least what a
-# sweep runs at that size: tiny problems run for tens of thousands of iterations, the largest for few.
+# The problem's design, checked over a spread of the sweep range (N up to 65536, H up to 4096): tiny
+# problems for tens of thousands of iterations, the largest for few. A sweep's timed runs can be
+# longer (266,624 iterations at 4x4 for numba-cpu): the sweep certifies those trajectories itself,
+# from the weights each of its runs ends with (harness.timing step 4, tested in test_timing and
+# test_bench).
 HEALTH_POINTS = [
     (1, 1, 20000), (4, 4, 20000), (1, 4096, 2000), (16, 64, 10000), (65536, 4, 200),
     (256, 256, 500), (1024, 1024, 20), (4096, 256, 20), (65536, 4096, 1),
