@@ -90,7 +90,7 @@ def medians(frame: pd.DataFrame) -> pd.DataFrame:
     out = grouped["t"].agg(median="median", lo="min", hi="max", n="size")
     out["compile"] = grouped["compile_seconds"].median()
     for column in ("cache", "fresh"):  # one value per point (its first call); "" for older results
-        out[column] = grouped[column].first().fillna("").astype(str) if column in ok.columns else ""
+        out[column] = grouped[column].first().map(lambda v: "" if pd.isna(v) else str(v)) if column in ok.columns else ""
     return out.reset_index()
 
 
