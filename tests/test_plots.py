@@ -266,3 +266,24 @@ def test_summary_floor_and_gpu_ratios():
     assert "within 2x at 2 of 2 points" in text
     assert "N*H >= 2^20: median 2x" in text and "N*H < 2^14: median 2x" in text
     assert "largest common point (4096 x 1024): 25x" in text
+
+
+def test_compile_figure_shows_the_fresh_process_call_apart_and_says_what_was_built():
+    import pandas as pd
+
+    from harness.report import figures
+
+    summary = pd.DataFrame([
+        dict(backend="numba-cpu", dtype="float64", batch=4, hidden=4, compile=0.9, cache="cold", fresh="True"),
+        dict(backend="numba-cpu", dtype="float64", batch=16, hidden=4, compile=0.001, cache="memory", fresh="False"),
+        dict(backend="numba-cpu", dtype="float64", batch=64, hidden=4, compile=0.2, cache="disk", fresh="False"),
+        dict(backend="numpy", dtype="float64", batch=4, hidden=4, compile=0.0002, cache="none", fresh="True"),
+        dict(backend="jax", dtype="float64", batch=4, hidden=4, compile=0.3, cache="", fresh=""),  # older results
+    ])  # fmt: skip
+    fig = figures.compile_times(summary, "t", [], "data")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "fresh 0.9 s (cold); later points 0.101 s (memory 1, disk 1)" in texts  # median of 0.001, 0.2
+    assert "fresh 0.0002 s (none)" in texts
+    assert "median 0.3 s over points (cache not recorded)" in texts
+    label = fig.axes[0].get_xlabel()
+    assert "in a fresh process" in label and "cache not recorded: first call = prepare + the validation run" in label
