@@ -1,1 +1,25 @@
-"""Harness: builds problems, checks agreement, times backends, stores results, draws plots."""
+"""Harness: builds problems, checks agreement, times backends, stores results, draws plots.
+
+The modules, stage by stage. The sweep loads backends by name, each in its own worker process;
+reporting imports no backend at all (tests/test_plots.py checks it).
+
+1. Problems and agreement
+   ``problems`` (the seed problems and the scaled sweep problem), ``agreement`` (the float64 NumPy
+   reference and the tolerances), ``health`` (no inf/NaN, no subnormal activation or delta).
+2. Timing
+   ``timing`` (how one point is measured: the whole policy and its numbers, the typed messages),
+   ``worker`` (one backend and dtype in its own process), ``plan`` (presets, the plan, admission:
+   time, memory and point budgets), ``bench`` (the sweep over the grid, resume), ``floor`` and
+   ``gpu_floor`` (measured ceilings and the floor they give), ``cuda_ptx`` (every CUDA kernel
+   compiled for real architectures, no GPU needed).
+3. Results
+   ``results`` (the tidy append-only ``runs.csv``, its columns and statuses, ``machine.json``),
+   ``fingerprint`` (the machine: hardware, libraries, variables, its folder name), ``importing``
+   (another machine's results into ``results/``).
+4. Reporting
+   ``report`` (a package: row selection, figures, summaries, crossovers, cross-machine figures,
+   each machine's README and the README's tables).
+5. Command line
+   ``cli`` (parsing only), ``commands`` (checks every input, then delegates), ``orchestrate``
+   (``make bench`` end to end: ceilings, fingerprint, sweep, ceilings again, reports).
+"""

@@ -271,7 +271,7 @@ def test_summary_floor_and_gpu_ratios():
 def test_compile_figure_shows_the_fresh_process_call_apart_and_says_what_was_built():
     import pandas as pd
 
-    from harness.report import figures
+    from harness.report import first_calls
 
     summary = pd.DataFrame([
         dict(backend="numba-cpu", dtype="float64", batch=4, hidden=4, compile=0.9, cache="cold", fresh="True"),
@@ -280,7 +280,7 @@ def test_compile_figure_shows_the_fresh_process_call_apart_and_says_what_was_bui
         dict(backend="numpy", dtype="float64", batch=4, hidden=4, compile=0.0002, cache="none", fresh="True"),
         dict(backend="jax", dtype="float64", batch=4, hidden=4, compile=0.3, cache="", fresh=""),  # older results
     ])  # fmt: skip
-    fig = figures.compile_times(summary, "t", [], "data")
+    fig = first_calls.compile_times(summary, "t", [], "data")
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "fresh 0.9 s (cold); later points 0.101 s (memory 1, disk 1)" in texts  # median of 0.001, 0.2
     assert "fresh 0.0002 s (none)" in texts

@@ -4,7 +4,8 @@
 
 * ``rows``: which stored rows are data (newest run per point, status ok and validated), backend
   names, colours and markers (from the registry), the notes naming what is not drawn and why;
-* ``figures``: the figures of one machine (time per iteration, speed-up, floor, compile);
+* ``figures``: the figures of one machine (time per iteration, speed-up, floor) and their
+  shared frame (footer, save); ``first_calls``: its ``compile`` figure;
 * ``crossovers``: where one backend (or the GPU) overtakes another, per machine and per pair;
 * ``summary``: ``<machine>/plots/summary.md``, the headline figures;
 * ``compare``: across machines: time per iteration and speed-ups (``machines_<dtype>``), the
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import compare, figures, machine_readme, summary
+from harness.report import compare, figures, first_calls, machine_readme, summary
 from harness.report.crossovers import crossovers
 from harness.report.rows import REFERENCE, RUNS, Log, load, markdown, medians, newest, notes_for, ordered
 from harness.results import MACHINE, write_atomic
@@ -120,7 +121,7 @@ def _compile_figure(m: Machine) -> list[Path]:
     if not m.summary["compile"].notna().any():
         m.log(f"plots: {m.name}: compile figure skipped: no compile_seconds in plottable rows")
         return []
-    fig = figures.compile_times(m.summary, f"{m.name}: compile / first-call time per backend", m.notes(), f"data: {m.name}/{RUNS}")
+    fig = first_calls.compile_times(m.summary, f"{m.name}: compile / first-call time per backend", m.notes(), f"data: {m.name}/{RUNS}")
     return figures.save(fig, m.out, "compile")
 
 
