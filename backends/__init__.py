@@ -2,6 +2,15 @@
 
 Importing this package imports no backend: a missing GPU stack or optional library only makes
 that one backend unavailable, with a reason, and never breaks ``import backends``.
+
+A module whose name starts with ``_`` is not a backend but code several backends share:
+``_numba_kernels`` (the Numba CPU kernels), ``_cuda_kernels`` / ``_cuda_plan`` / ``_cuda_host`` /
+``_cuda_launch`` / ``_cuda_compiler`` (the two CUDA backends), ``_replay`` (the GPU peers' replay
+schedule). The harness's measuring tools use a few of their public names, on purpose, so they
+measure the code the backends run: ``harness.floor`` times ``_numba_kernels.fexp`` under the
+kernels' ``KERNEL_FM``; ``harness.cuda_ptx`` loads the kernels through ``_cuda_compiler``
+(``COMPILERS``, ``import_cuda``, ``load_kernels``, ``version``); ``harness.gpu_floor`` imports a
+compiler's ``cuda`` through it (``import_cuda``) and reads ``_cuda_host.simulator_on``.
 """
 
 from __future__ import annotations
