@@ -74,24 +74,31 @@ def cmd_run(args) -> int:
     if logged > MAX_LOGGED:
         raise UsageError(f"--log-every {log_every} would log {logged} losses (at most {MAX_LOGGED}); log less often")
     _admit_memory(args.backend, problem)
+    from backends.base import compilations_of
+    from harness.timing import cache_state
+
+    before = compilations_of(module)
     start = time.perf_counter()
     try:
         result = train(module, problem, iterations, log_every)
     except UnsupportedProblem as exc:
         raise UsageError(f"{args.backend}: {exc}") from None
     seconds = time.perf_counter() - start
+    cache = cache_state(module, before, compilations_of(module))
     trace = list(zip(logged_iterations(iterations, log_every), result.losses.tolist()))
     if args.json:
         print(json.dumps({
             "backend": args.backend, "problem": args.problem, "dtype": args.dtype, "iterations": iterations,
             "losses": [[i, loss] for i, loss in trace], "weights": [w.tolist() for w in result.weights],
-            "seconds": seconds,
+            "seconds": seconds, "cache": cache,
         }))  # fmt: skip
     else:
         for i, loss in trace:
             print(f"{i} {loss!r}")
+        built = {"cold": "including compilation", "disk": "including loading compiled code from the disk cache",
+                 "none": "nothing to compile", "unknown": "including any compilation"}.get(cache, cache)  # fmt: skip
         print(f"elapsed {seconds:.3f} s ({args.backend}, {args.problem}, {args.dtype}, {iterations} iterations, "
-              "including compilation)")  # fmt: skip
+              f"{built}; cache: {cache})")  # fmt: skip
     return 0
 
 

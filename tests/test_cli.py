@@ -27,14 +27,15 @@ def test_run_text_output_is_the_published_trace():
     assert [int(i) for i, _ in trace] == [0, 10000, 20000, 30000, 40000, 50000]
     assert tuple(float(f"{float(v):.12g}") for _, v in trace) == XOR3_PUBLISHED_LOSSES
     assert all(len(v.replace("0.", "").lstrip("0")) >= 15 for _, v in trace)  # repr precision
-    assert lines[-1].startswith("elapsed")
+    assert lines[-1].startswith("elapsed") and lines[-1].endswith("nothing to compile; cache: none)")
 
 
 def test_run_json_output(capsys):
     assert main(["run", "--backend", "numpy", "--problem", "scaled", "--batch", "5", "--hidden", "3",
                  "--iterations", "20", "--log-every", "7", "--dtype", "float32", "--json"]) == 0  # fmt: skip
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"backend", "problem", "dtype", "iterations", "losses", "weights", "seconds"}
+    assert set(data) == {"backend", "problem", "dtype", "iterations", "losses", "weights", "seconds", "cache"}
+    assert data["cache"] == "none"
     assert [i for i, _ in data["losses"]] == [0, 7, 14]
     assert [len(w) for w in data["weights"]] == [3, 3] and data["dtype"] == "float32"
 
