@@ -151,6 +151,7 @@ def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[dict]:
     work = batch * hidden
     rows: list[dict] = []
     calibrated: dict[str, Calibrated] = {}  # backend -> its calibration, in the order they ran
+    readies: dict[str, Ready] = {}  # backend -> the greeting of the worker that calibrated it
     reference = None
     validate = timing.validation_iterations(work, preset.validate_iterations)
 
@@ -183,11 +184,12 @@ def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[dict]:
             failure = _as_failure(reply)
             record(backend, failure.status, failure.reason, compile_seconds=_blank(failure.compile_seconds),
                    max_rel_error=_blank(failure.max_rel_error), library=ready.library, device=ready.device,
-                   cache=failure.cache, fresh=_blank(failure.fresh))  # fmt: skip
+                   cache=failure.cache, fresh=_blank(failure.fresh), startup_seconds=_startup(ready, failure.fresh))  # fmt: skip
             drop(backend, failure)
             continue
         run.predictor.add(backend, dtype, work, reply.seconds_per_iteration)
         calibrated[backend] = reply
+        readies[backend] = ready
 
     # Repeats, interleaved: every round runs each backend once, in a fresh random order.
     timings: dict[str, list[Timed]] = {b: [] for b in calibrated}
@@ -205,10 +207,10 @@ def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[dict]:
             drop(backend, failed[backend])
 
     for backend, c in calibrated.items():
-        worker = run.workers.get((backend, dtype))
+        ready = readies[backend]
         common = dict(
             iterations=c.iterations, compile_seconds=c.compile_seconds, max_rel_error=c.max_rel_error, threads=c.threads or "",
-            library=worker.ready.library if worker else "", device=worker.ready.device if worker else "", cache=c.cache, fresh=c.fresh,
+            library=ready.library, device=ready.device, cache=c.cache, fresh=c.fresh, startup_seconds=_startup(ready, c.fresh),
         )  # fmt: skip
         if backend in failed:
             record(backend, failed[backend].status, failed[backend].reason, **common)
@@ -233,6 +235,11 @@ def _as_failure(reply) -> Failure:
 
 def _blank(value):
     return "" if value is None else value
+
+
+def _startup(ready: Ready, fresh: bool | None):
+    """The worker's start-up seconds, on the row of its first call only."""
+    return ready.startup_seconds if fresh else ""
 
 
 def resolve_backends(requested: Iterable[str] | None) -> list[str]:

@@ -38,11 +38,12 @@ COLUMNS = [
     "device",  # "cpu" or "gpu": what the backend ran on (its module's DEVICE, reported by the worker)
     "cache",  # what that first call built: cold, disk, memory, none or unknown (harness.timing.cache_state)
     "fresh",  # True: the first call was its worker process's first (a fresh process); False: a later point
+    "startup_seconds",  # fresh rows: the worker's imports of the backend and its availability check, before that call
 ]
 #: Columns added after the first results were stored, oldest first. A runs.csv whose header is
 #: COLUMNS without a tail of these is read with the missing columns empty, and is upgraded (the
 #: header and every row padded, rewritten once, atomically) before new rows are appended to it.
-ADDED_COLUMNS = ["library", "device", "cache", "fresh"]
+ADDED_COLUMNS = ["library", "device", "cache", "fresh", "startup_seconds"]
 class Status(str, Enum):
     """A row's status in runs.csv, and of a worker's answer that is not a timing (``harness.timing.Failure``)."""
 
@@ -216,7 +217,7 @@ def read_runs(path: Path):
         try:
             for col in ("batch", "hidden", "iterations", "repeat"):
                 row[col] = int(row[col])
-            for col in ("seconds", "seconds_e2e", "compile_seconds", "max_rel_error"):
+            for col in ("seconds", "seconds_e2e", "compile_seconds", "max_rel_error", "startup_seconds"):
                 row[col] = float(row[col]) if row[col] != "" else float("nan")
             if row["status"] not in STATUSES:
                 raise ValueError(row["status"])
@@ -258,6 +259,6 @@ def rows_from_pytest_benchmark(data: dict, machine: str) -> list[dict]:
                 "reason": "" if validated else "agreement not recorded or above tolerance",
                 "max_rel_error": "" if error is None else error, "validated": validated, "threads": "",
                 "machine": machine, "commit": commit, "timestamp": data.get("datetime", ""), "library": "", "device": "",
-                "cache": "", "fresh": "",
+                "cache": "", "fresh": "", "startup_seconds": "",
             })  # fmt: skip
     return rows

@@ -8,7 +8,10 @@ process):
    ``fetch``, timed as a whole: ``compile_seconds``, whatever the first call had to build. The
    backend's ``compilations()`` counters before and after give the row's ``cache``
    (``cache_state``: ``cold``, ``disk``, ``memory``, ``none`` or ``unknown``) and ``fresh`` says
-   whether it was the worker's first call at all (a fresh process: imports done, nothing run).
+   whether it was the worker's first call at all. Before a fresh call the worker has only imported
+   the backend and run its availability check, whose time (``Ready.startup_seconds``) the row
+   carries as ``startup_seconds``: what else a fresh process pays before its first result (for
+   torch-compile that check compiles a trial step, so Inductor's own start-up is counted there).
 2. **Validation, both paths.** ``validation_iterations`` iterations with logging: weights and loss
    trace against the float64 NumPy reference (``harness.agreement.TOLERANCE``); then the same
    iterations with ``log_every = 0``, the path every timed run takes (a branch of its own in jax
@@ -46,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.base import TrainResult, UnsupportedProblem
-from harness.results import CACHE_STATES, Status  # noqa: F401  (CACHE_STATES: cache_state's values)
+from harness.results import Status
 
 # --- the policy's numbers ---------------------------------------------------------------------
 #: Most iterations of one timed run.
@@ -64,7 +67,6 @@ ONE_VALIDATION_WORK = 1 << 24
 #: the first call and the single calibration iteration (the prediction counts iterations, see
 #: ``point_cost``).
 CALIBRATION_RUNS = 2
-
 #: A timed run longer than LONG_RUN seconds gets LONG_REPEATS repeats (when that is fewer).
 LONG_RUN = 0.25
 LONG_REPEATS = 3
@@ -102,10 +104,13 @@ class CloseRequest:
 
 @dataclass(frozen=True)
 class Ready:
-    """The worker's greeting: it imported the backend, which runs ``library`` on ``device``."""
+    """The worker's greeting: it imported the backend, which runs ``library`` on ``device``;
+    ``startup_seconds``: from the worker's start (Python and the harness, NumPy included, already
+    imported) to this greeting: the backend's imports and its availability check."""
 
     library: str
     device: str
+    startup_seconds: float = float("nan")
 
 
 @dataclass(frozen=True)

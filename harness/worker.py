@@ -38,6 +38,7 @@ class _Runner:
         import backends
 
         self.module = backends.load(backend)  # availability was checked by _serve
+        self.loaded = time.perf_counter()  # before the harness's thread settings (threadpoolctl, numba)
         if threads:
             apply_threads(self.module, threads)
         self.problem = None
@@ -80,6 +81,7 @@ def _serve(conn, backend: str, threads: int | None) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
+    start = time.perf_counter()
     import backends
 
     # Checked here, not in the parent: the parent then never imports a backend's library (and
@@ -93,7 +95,8 @@ def _serve(conn, backend: str, threads: int | None) -> None:
     except Exception as exc:
         conn.send(Failure(Status.FAILED, f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(Ready(backends.library(backend), runner.module.DEVICE))  # where it runs in this process
+    startup = runner.loaded - start
+    conn.send(Ready(backends.library(backend), runner.module.DEVICE, startup))  # where it runs in this process
     while True:
         try:
             request = conn.recv()

@@ -75,6 +75,8 @@ def test_each_dtype_starts_in_a_fresh_process_and_the_cache_is_recorded(tmp_path
     assert cache == {"numpy": {"none"}, "fake-compiles": {"cold"}, "fake-good": {"unknown"}}
     compiles = frame[frame["backend"] == "fake-compiles"]
     assert (compiles["compile_seconds"] >= 1.0).all()  # its one-second compile, on the timed path
+    fresh = frame["fresh"] == "True"
+    assert (frame.loc[fresh, "startup_seconds"] > 0).all() and frame.loc[~fresh, "startup_seconds"].isna().all()
 
 
 def test_a_device_fault_is_recorded_and_the_worker_replaced(tmp_path, fakes):

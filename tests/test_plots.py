@@ -274,7 +274,7 @@ def test_compile_figure_shows_the_fresh_process_call_apart_and_says_what_was_bui
     from harness.report import first_calls
 
     summary = pd.DataFrame([
-        dict(backend="numba-cpu", dtype="float64", batch=4, hidden=4, compile=0.9, cache="cold", fresh="True"),
+        dict(backend="numba-cpu", dtype="float64", batch=4, hidden=4, compile=0.9, cache="cold", fresh="True", startup=0.15),
         dict(backend="numba-cpu", dtype="float64", batch=16, hidden=4, compile=0.001, cache="memory", fresh="False"),
         dict(backend="numba-cpu", dtype="float64", batch=64, hidden=4, compile=0.2, cache="disk", fresh="False"),
         dict(backend="numpy", dtype="float64", batch=4, hidden=4, compile=0.0002, cache="none", fresh="True"),
@@ -282,7 +282,7 @@ def test_compile_figure_shows_the_fresh_process_call_apart_and_says_what_was_bui
     ])  # fmt: skip
     fig = first_calls.compile_times(summary, "t", [], "data")
     texts = [t.get_text() for t in fig.axes[0].texts]
-    assert "fresh 0.9 s (cold); later points 0.101 s (memory 1, disk 1)" in texts  # median of 0.001, 0.2
+    assert "fresh 0.9 s (cold) after start-up 0.15 s; later points 0.101 s (memory 1, disk 1)" in texts  # median of 0.001, 0.2
     assert "fresh 0.0002 s (none)" in texts
     assert "median 0.3 s over points (cache not recorded)" in texts
     label = fig.axes[0].get_xlabel()

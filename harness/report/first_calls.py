@@ -12,9 +12,10 @@ from harness.report.rows import colour, ordered
 
 def compile_times(summary: pd.DataFrame, title: str, notes, head) -> Figure:
     """The first call at a point, per backend and dtype: the bar is the first call in a fresh
-    process (``fresh``), the dot the median over the backend's later points (line: min..max);
-    the labels say what those calls built (the ``cache`` column). Results stored before those
-    columns existed get a bar of the median over points, labelled so."""
+    process (``fresh``), its outline that call plus the worker's start-up before it (the backend's
+    imports and availability check, ``startup_seconds``), the dot the median over the backend's
+    later points (line: min..max); the labels say what those calls built (the ``cache`` column).
+    Results stored before those columns existed get a bar of the median over points, labelled so."""
     per = summary.dropna(subset=["compile"])
     names = ordered(per["backend"])
     notes = notes + [
@@ -36,8 +37,12 @@ def compile_times(summary: pd.DataFrame, title: str, notes, head) -> Figure:
             fresh = part[part["fresh"] == "True"]
             later = part[part["fresh"] == "False"]
             unrecorded = part[~part["fresh"].isin(("True", "False"))]
+            startup = float(fresh["startup"].median()) if not fresh.empty and "startup" in fresh else float("nan")
             if not fresh.empty:
                 bar, text = float(fresh["compile"].median()), f"fresh {fresh['compile'].median():.3g} s ({_states(fresh)})"
+                if startup == startup:  # known: the outline shows start-up + first call
+                    ax.barh(y, bar + startup, height=height * 0.9, fill=False, edgecolor=colour(name), lw=0.8)
+                    text += f" after start-up {startup:.3g} s"
             else:
                 pool = unrecorded if not unrecorded.empty else later
                 bar, text = float(pool["compile"].median()), f"median {pool['compile'].median():.3g} s over points (no fresh-process call)"
@@ -46,7 +51,7 @@ def compile_times(summary: pd.DataFrame, title: str, notes, head) -> Figure:
             ax.barh(y, max(bar, tiny), height=height * 0.9, color=colour(name), hatch=hatches[k % len(hatches)],
                     edgecolor="white", label=None if labelled else dtype)  # fmt: skip
             labelled = True
-            right = max(bar, tiny)
+            right = max(bar + (startup if startup == startup else 0.0), tiny)
             if not later.empty:
                 med, lo, hi = (max(float(f(later["compile"])), tiny) for f in (pd.Series.median, pd.Series.min, pd.Series.max))
                 ax.errorbar(med, y, xerr=[[med - lo], [hi - med]], fmt="o", color="#333333", ms=3, capsize=2, lw=0.8)
@@ -62,7 +67,7 @@ def compile_times(summary: pd.DataFrame, title: str, notes, head) -> Figure:
     lines = []
     if recorded.any():
         lines += ["first call at a point: prepare + one iteration + fetch (s)",
-                  "bar: in a fresh process; dot: median over later points, line = min..max"]  # fmt: skip
+                  "bar: in a fresh process (outline: + the start-up before it); dot: median over later points, line = min..max"]  # fmt: skip
     if not recorded.all():  # rows stored before the cache column: the harness then timed another call
         lines += ["cache not recorded: first call = prepare + the validation run + fetch, in a worker that",
                   "had run smaller points (median over points; the harness before the cache column)"]  # fmt: skip

@@ -28,7 +28,7 @@ BACKEND_STYLE: dict[str, tuple[str, str]] = {e.name: (e.colour, e.marker) for e 
 _FALLBACK_COLOURS = ("#8c564b", "#bcbd22", "#17becf", "#e377c2", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 MACHINE_STYLES = ("-", "--", ":", "-.")
 POINT = ["source", "backend", "dtype", "batch", "hidden"]
-NUMERIC = ("batch", "hidden", "iterations", "seconds", "compile_seconds")
+NUMERIC = ("batch", "hidden", "iterations", "seconds", "compile_seconds", "startup_seconds")
 
 Log = Callable[[str], None]
 
@@ -89,6 +89,7 @@ def medians(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = ok.assign(t=ok["seconds"] / ok["iterations"]).groupby(POINT)
     out = grouped["t"].agg(median="median", lo="min", hi="max", n="size")
     out["compile"] = grouped["compile_seconds"].median()
+    out["startup"] = grouped["startup_seconds"].median() if "startup_seconds" in ok.columns else float("nan")
     for column in ("cache", "fresh"):  # one value per point (its first call); "" for older results
         out[column] = grouped[column].first().map(lambda v: "" if pd.isna(v) else str(v)) if column in ok.columns else ""
     return out.reset_index()
