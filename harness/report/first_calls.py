@@ -22,7 +22,7 @@ def compile_times(summary: pd.DataFrame, title: str, notes, head) -> Figure:
         f"{n} (no compile_seconds recorded)" for n in ordered(set(summary["backend"]) - set(names))
     ]
     dtypes = sorted(per["dtype"].unique())
-    fig, width_chars, _ = new_figure(1, 1, notes, (7.5, 0.32 * len(names) * len(dtypes) + 1.4))
+    fig, width_chars, _ = new_figure(1, 1, notes, (9.5, 0.32 * len(names) * len(dtypes) + 1.4))
     ax = fig.subplots()
     height = 0.8 / max(1, len(dtypes))
     hatches = ("", "//", "..", "xx")
@@ -62,7 +62,7 @@ def compile_times(summary: pd.DataFrame, title: str, notes, head) -> Figure:
     ax.invert_yaxis()
     ax.set_xscale("log")
     lo, hi = ax.get_xlim()
-    ax.set_xlim(lo, hi * 40)  # room for the labels
+    ax.set_xlim(lo, hi * 1000)  # room for the labels
     recorded = per["fresh"].isin(("True", "False"))
     lines = []
     if recorded.any():
