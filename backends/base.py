@@ -86,7 +86,7 @@ def compiles(module) -> bool:
 def numba_compilations(*namespaces) -> tuple[int, int]:
     """``compilations()`` for backends built of Numba dispatchers: over every dispatcher found in
     the given modules (or dicts), its signatures built (compiled or loaded) and its on-disk cache hits."""
-    seen, compiled, loaded = set(), 0, 0
+    seen, built, loaded = set(), 0, 0
     for namespace in namespaces:
         values = vars(namespace).values() if not isinstance(namespace, dict) else namespace.values()
         for value in values:
@@ -94,10 +94,10 @@ def numba_compilations(*namespaces) -> tuple[int, int]:
             if not isinstance(overloads, dict) or id(value) in seen:
                 continue
             seen.add(id(value))
-            compiled += len(overloads)
+            built += len(overloads)
             stats = getattr(value, "stats", None)
             loaded += sum(getattr(stats, "cache_hits", {}).values()) if stats is not None else 0
-    return compiled, loaded
+    return built, loaded
 
 
 def simulated(module) -> bool:
