@@ -56,7 +56,6 @@ def run(state: dict, iterations: int, log_every: int) -> None:
 
 
 fetch = torch_eager.fetch
-COMPILES = True  # (torch_eager's is False)
 
 
 def compilations() -> tuple[int, int]:

@@ -214,9 +214,11 @@ class _Unhealthy(Exception):
         self.failure = failure
 
 
-def measure_point(module, problem, request: PointRequest, threads: int | None, fresh: bool = False) -> Calibrated | Failure:
+def measure_point(module, problem, request: PointRequest, threads: int | None, fresh: bool = False,
+                  rows=None) -> Calibrated | Failure:  # fmt: skip
     """Steps 1-4 of the policy for one point: first call, validation of both paths, calibration
-    with the health of every run's end state."""
+    with the health of every run's end state (``rows``: ``harness.health.distinct_rows(problem)``,
+    computed here when not given)."""
     from backends.base import compilations_of
     from harness.agreement import TOLERANCE, max_relative_error
     from harness.health import distinct_rows
@@ -250,7 +252,7 @@ def measure_point(module, problem, request: PointRequest, threads: int | None, f
         return Failure(Status.INVALID, f"the unlogged (timed) path: max relative error {silent:.3g} > {tolerance:g} "
                        "vs float64 numpy", max_rel_error=silent, **first)  # fmt: skip
 
-    rows = distinct_rows(problem)
+    rows = distinct_rows(problem) if rows is None else rows
 
     def run_seconds(iterations: int) -> float:
         seconds, _, result = timed_run(module, problem, iterations)

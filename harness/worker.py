@@ -53,7 +53,7 @@ class _Runner:
         self.problem = scaled(request.batch, request.hidden, request.dtype, request.seed)
         self.rows = distinct_rows(self.problem)
         fresh, self.served = self.served == 0, self.served + 1
-        reply = timing.measure_point(self.module, self.problem, request, threads_of(self.module), fresh)
+        reply = timing.measure_point(self.module, self.problem, request, threads_of(self.module), fresh, self.rows)
         if isinstance(reply, Calibrated):
             self.iterations = reply.iterations
         return reply

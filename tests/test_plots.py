@@ -174,7 +174,7 @@ def test_reporting_imports_no_backend_and_has_no_import_loop():
 
     import harness.report
 
-    allowed_roots = {"__future__", "harness", "backends", "matplotlib", "numpy", "pandas", "io", "math", "textwrap",
+    allowed_roots = {"__future__", "harness", "backends", "matplotlib", "numpy", "pandas", "io", "math", "re", "textwrap",
                      "zlib", "collections", "pathlib", "dataclasses"}  # fmt: skip
     graph = {}
     for info in pkgutil.iter_modules(harness.report.__path__):
@@ -287,3 +287,12 @@ def test_compile_figure_shows_the_fresh_process_call_apart_and_says_what_was_bui
     assert "median 0.3 s over points (cache not recorded)" in texts
     label = fig.axes[0].get_xlabel()
     assert "in a fresh process" in label and "cache not recorded: first call = prepare + the validation run" in label
+
+
+def test_svg_clip_ids_do_not_depend_on_the_process():
+    from harness.report.figures import _stable_clip_ids
+
+    svg = b'<g clip-path="url(#p0123456789)"/><g clip-path="url(#pabcdefabcd)"/><g clip-path="url(#p0123456789)"/>' \
+          b'<clipPath id="pabcdefabcd"/><clipPath id="p0123456789"/>'
+    assert _stable_clip_ids(svg) == (b'<g clip-path="url(#clip0)"/><g clip-path="url(#clip1)"/><g clip-path="url(#clip0)"/>'
+                                     b'<clipPath id="clip1"/><clipPath id="clip0"/>')  # fmt: skip

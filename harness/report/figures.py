@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -65,10 +66,22 @@ def save(fig: Figure, directory: Path, stem: str) -> list[Path]:
             buffer = io.BytesIO()
             fig.savefig(buffer, format=fmt, dpi=120, metadata={"Date": None} if fmt == "svg" else {})
             fig.set_layout_engine("none")  # the layout is settled by the first save: skip it the second time
+            data = buffer.getvalue() if fmt == "png" else _stable_clip_ids(buffer.getvalue())
             path = directory / f"{stem}.{fmt}"
-            write_atomic(path, buffer.getvalue())
+            write_atomic(path, data)
             paths.append(path)
     return paths
+
+
+def _stable_clip_ids(svg: bytes) -> bytes:
+    """Clip-path ids numbered in order of first use. Matplotlib hashes a clip's key, and for some
+    clips (the speed-up heat maps') that key differs between processes drawing the same data."""
+    names: dict[bytes, bytes] = {}
+
+    def rename(match: re.Match) -> bytes:
+        return names.setdefault(match.group(0), b"clip%d" % len(names))
+
+    return re.sub(rb"(?<=url\(#)p[0-9a-f]{10}(?=\))|(?<=id=\")p[0-9a-f]{10}(?=\")", rename, svg)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -37,21 +37,24 @@ def compile_times(summary: pd.DataFrame, title: str, notes, head) -> Figure:
             fresh = part[part["fresh"] == "True"]
             later = part[part["fresh"] == "False"]
             unrecorded = part[~part["fresh"].isin(("True", "False"))]
-            startup = float(fresh["startup"].median()) if not fresh.empty and "startup" in fresh else float("nan")
+            startup = 0.0
             if not fresh.empty:
-                bar, text = float(fresh["compile"].median()), f"fresh {fresh['compile'].median():.3g} s ({_states(fresh)})"
-                if startup == startup:  # known: the outline shows start-up + first call
+                bar = float(fresh["compile"].median())
+                text = f"fresh {bar:.3g} s ({_states(fresh)})"
+                if "startup" in fresh and fresh["startup"].notna().any():  # the outline: start-up + first call
+                    startup = float(fresh["startup"].median())
                     ax.barh(y, bar + startup, height=height * 0.9, fill=False, edgecolor=colour(name), lw=0.8)
                     text += f" after start-up {startup:.3g} s"
+            elif not unrecorded.empty:
+                bar = float(unrecorded["compile"].median())
+                text = f"median {bar:.3g} s over points (cache not recorded)"
             else:
-                pool = unrecorded if not unrecorded.empty else later
-                bar, text = float(pool["compile"].median()), f"median {pool['compile'].median():.3g} s over points (no fresh-process call)"
-                if pool is unrecorded:
-                    text = f"median {bar:.3g} s over points (cache not recorded)"
+                bar = float(later["compile"].median())
+                text = f"median {bar:.3g} s over points (no fresh-process call)"
             ax.barh(y, max(bar, tiny), height=height * 0.9, color=colour(name), hatch=hatches[k % len(hatches)],
                     edgecolor="white", label=None if labelled else dtype)  # fmt: skip
             labelled = True
-            right = max(bar + (startup if startup == startup else 0.0), tiny)
+            right = max(bar + startup, tiny)
             if not later.empty:
                 med, lo, hi = (max(float(f(later["compile"])), tiny) for f in (pd.Series.median, pd.Series.min, pd.Series.max))
                 ax.errorbar(med, y, xerr=[[med - lo], [hi - med]], fmt="o", color="#333333", ms=3, capsize=2, lw=0.8)
