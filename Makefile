@@ -8,12 +8,13 @@ TORCH  ?= torch==2.13.0
 PRESET ?= default
 ARGS   ?=
 
-.PHONY: help venv test bench bench-quick plots validate list floor cuda-ptx gpu-check gpu-bench lint clean
+.PHONY: help venv test test-fast bench bench-quick plots validate list floor cuda-ptx gpu-check gpu-bench lint clean
 
 help:
 	@echo "make bench        run the default sweep, store results/<machine>/ and draw plots"
 	@echo "make bench-quick  the same with --preset quick (about a minute)"
-	@echo "make test         agreement suite over every backend, harness tests (CUDA via simulator)"
+	@echo "make test         agreement suite over every backend, harness tests (CUDA via simulator): what CI runs"
+	@echo "make test-fast    the same without the tests marked slow (under 3 minutes on 2 cores)"
 	@echo "make plots        redraw every figure from stored results only"
 	@echo "make validate     agreement table of every available backend"
 	@echo "make cuda-ptx     compile every CUDA kernel for real GPU architectures (no GPU needed;"
@@ -32,6 +33,9 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check backends harness tests

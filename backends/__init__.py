@@ -1,10 +1,17 @@
 """Registry of training-loop backends, imported lazily by name.
 
-Importing this package imports no backend: a missing GPU stack or optional library only makes
-that one backend unavailable, with a reason, and never breaks ``import backends``.
+Registering a backend is one line in ``NAMES``; its file is ``backends/<name>_backend.py`` with
+``-`` written ``_`` (``numba-cpu`` -> ``backends/numba_cpu_backend.py``: no file shadows the
+library it wraps). Everything else about it (summary, device, style, family, level, dtypes,
+memory) is declared by its ``backends.base.Backend`` subclass in that file.
+
+Importing this package imports no backend. A backend file imports no optional library at its top
+(``backends/base.py``), so ``info(name)`` reads any backend's declarations, and a missing GPU stack
+or optional library only makes that one backend unavailable, with a reason.
 
 A module whose name starts with ``_`` is not a backend but code several backends share:
-``_numba_kernels`` (the Numba CPU kernels), ``_cuda_kernels`` / ``_cuda_plan`` / ``_cuda_host`` /
+``_numba_kernels`` (the Numba CPU kernels, one factory of specialised closures) and ``_numba_exp``
+(their vectorisable exp), ``_cuda_kernels`` / ``_cuda_plan`` / ``_cuda_host`` /
 ``_cuda_launch`` / ``_cuda_compiler`` (the two CUDA backends), ``_replay`` (the GPU peers' replay
 schedule). The harness's measuring tools use a few of their public names, on purpose, so they
 measure the code the backends run: ``harness.floor`` times ``_numba_kernels.fexp`` under the
@@ -17,50 +24,40 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
-from types import ModuleType
+import platform
+from functools import cache
 
+from backends.base import Backend
 
-@dataclass(frozen=True)
-class Entry:
-    """One backend: its name, module, one-line summary, the library that runs its loop (its
-    distribution name, for the ``library`` column), where it runs ("cpu", "gpu", or "any": the GPU
-    where the machine has one, else the CPU), and how it is drawn (colour, marker; None: a stable
-    colour from the name)."""
-
-    name: str
-    module: str
-    summary: str
-    package: str | None = None
-    device: str = "cpu"
-    colour: str | None = None
-    marker: str = "o"
-
-
-# Colours: Okabe-Ito based (colour-blind safe), one per backend, the same in every figure.
-REGISTRY: dict[str, Entry] = {
-    e.name: e
-    for e in (
-        Entry("python", "backends.pure_python", "pure Python lists and math: the definition of the loop", "python", "cpu", "#7f7f7f", "x"),
-        Entry("numpy", "backends.numpy_ref", "idiomatic NumPy loop: the agreement reference and speed baseline", "numpy", "cpu", "#000000", "o"),
-        Entry("numba-cpu", "backends.numba_cpu", "Numba @njit, whole loop compiled, one thread", "numba", "cpu", "#E69F00", "s"),
-        Entry("numba-parallel", "backends.numba_parallel", "Numba @njit(parallel=True), prange over rows", "numba", "cpu", "#D55E00", "D"),
-        Entry("numba-cuda", "backends.numba_cuda", "Numba @cuda.jit kernels on an NVIDIA GPU, compiled by numba-cuda", "numba-cuda", "gpu", "#009E73", "^"),
-        Entry("numba-cuda-mlir", "backends.numba_cuda_mlir", "the numba-cuda kernels compiled by numba-cuda-mlir", "numba-cuda-mlir", "gpu", "#44AA99", "<"),
-        Entry("jax", "backends.jax_xla", "JAX jit with the whole loop in lax.fori_loop", "jax", "any", "#CC79A7", "v"),
-        Entry("jax-unrolled", "backends.jax_unrolled", "the jax loop with K iterations unrolled per loop trip", "jax", "any", "#AA4499", "1"),
-        Entry("torch", "backends.torch_eager", "PyTorch eager, no_grad, manual update rule", "torch", "any", "#0072B2", "P"),
-        Entry("torch-compile", "backends.torch_compiled", "PyTorch with the iteration under torch.compile", "torch", "any", "#56B4E9", "*"),
-        Entry("torch-cudagraph", "backends.torch_cudagraph", "the torch iteration captured once in a CUDA graph (K iterations unrolled) and replayed", "torch", "gpu", "#332288", "p"),
-        Entry("cupy", "backends.cupy_gpu", "CuPy arrays on an NVIDIA GPU", "cupy", "gpu", "#6A3D9A", "h"),
-        Entry("cupy-fused", "backends.cupy_fused", "CuPy with fused elementwise kernels and preallocated buffers", "cupy", "gpu", "#882255", "H"),
-        Entry("cupy-graph", "backends.cupy_graph", "cupy-fused with the iteration captured in a CUDA graph and replayed", "cupy", "gpu", "#CC6677", "8"),
-    )
-}
-DEVICES = ("cpu", "gpu", "any")
+# The order is the order of every table and legend.
+NAMES = (
+    "python",
+    "numpy",
+    "numba-cpu",
+    "numba-parallel",
+    "numba-cuda",
+    "numba-cuda-mlir",
+    "jax",
+    "jax-unrolled",
+    "torch",
+    "torch-compile",
+    "torch-cudagraph",
+    "cupy",
+    "cupy-fused",
+    "cupy-graph",
+)
 
 REFERENCE = "numpy"
 PLUGIN_VARIABLE = "NNBENCH_PLUGINS"
+
+
+def module_name(name: str) -> str:
+    """The file of backend ``name``, by the one naming rule."""
+    return f"backends.{name.replace('-', '_')}_backend"
+
+
+#: name -> module holding its Backend subclass: ``NAMES`` by the rule, then plugins.
+REGISTRY: dict[str, str] = {name: module_name(name) for name in NAMES}
 
 
 def _register_plugins(spec: str) -> None:
@@ -73,7 +70,7 @@ def _register_plugins(spec: str) -> None:
         name, sep, module = item.partition("=")
         if not sep or not name or not module:
             raise ValueError(f"{PLUGIN_VARIABLE}: expected name=module, got {item!r}")
-        REGISTRY[name] = Entry(name, module, f"plugin from {PLUGIN_VARIABLE}", device="cpu")
+        REGISTRY[name] = module
 
 
 _register_plugins(os.environ.get(PLUGIN_VARIABLE, ""))
@@ -88,53 +85,133 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
-def load(name: str) -> ModuleType:
-    """Import the backend module; raises UnknownBackend or ImportError (missing package)."""
+def _class(name: str) -> type[Backend]:
     try:
-        entry = REGISTRY[name]
+        module = importlib.import_module(REGISTRY[name])
     except KeyError:
         raise UnknownBackend(name) from None
-    return importlib.import_module(entry.module)
+    found = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Backend) and c.NAME == name]
+    if len(found) != 1:
+        raise ImportError(f"{REGISTRY[name]} defines {len(found)} Backend subclasses named {name!r}, not one")
+    return found[0]
+
+
+def info(name: str) -> type[Backend]:
+    """The backend's class: its declarations, read without importing its optional library.
+    Raises UnknownBackend, or ImportError when its file is missing or broken."""
+    return _class(name)
+
+
+@cache
+def _instance(name: str, module: str) -> Backend:
+    return _class(name)()
+
+
+def load(name: str) -> Backend:
+    """The backend, one instance per process; raises UnknownBackend or ImportError."""
+    if name not in REGISTRY:
+        raise UnknownBackend(name)
+    return _instance(name, REGISTRY[name])
+
+
+def style(name: str) -> tuple[str | None, str]:
+    """(colour, marker) of a backend in every figure; (None, "o") for one whose file cannot be read
+    here (a plugin from another machine's results)."""
+    try:
+        cls = info(name)
+    except (UnknownBackend, ImportError):
+        return None, "o"
+    return cls.COLOUR, cls.MARKER
+
+
+def declared(name: str, attribute: str, default=None):
+    """One declaration of a backend (``DEVICE``, ``FAMILY``, ...), or ``default`` for a name not
+    registered here or whose file cannot be imported."""
+    try:
+        return getattr(info(name), attribute)
+    except (UnknownBackend, ImportError):
+        return default
+
+
+def base_of(name: str) -> str | None:
+    """The registered backend that ``name``'s class derives from (numba-parallel: numba-cpu), or
+    None for a backend that is no variant of another."""
+    try:
+        cls = info(name)
+    except (UnknownBackend, ImportError):
+        return None
+    for parent in cls.__mro__[1:]:
+        if issubclass(parent, Backend) and parent.NAME and parent.NAME != name and parent.NAME in REGISTRY:
+            return parent.NAME
+    return None
+
+
+def of_family(family: str, device: str, among=None) -> list[str]:
+    """Backends (of ``among``, default all registered) declaring ``FAMILY`` and ``DEVICE``, in
+    registry order: e.g. ("numba", "cpu") are the Numba CPU rungs the reports compare."""
+    pool = names() if among is None else [n for n in names() if n in set(among)] + sorted(set(among) - set(names()))
+    return [n for n in pool if declared(n, "FAMILY") == family and declared(n, "DEVICE") == device]
 
 
 def distributions(package: str) -> tuple[str, ...]:
-    """The distribution names a package installs under (cupy's wheels name the CUDA major)."""
+    """The distribution names a package may install under (cupy's wheels name the CUDA major)."""
     return (package, f"{package}-cuda13x", f"{package}-cuda12x")
+
+
+def packages() -> list[str]:
+    """Every distribution a registered backend's loop runs on (cupy under each of its wheel names),
+    in registry order: the versions a machine's fingerprint records and its README shows."""
+    found: list[str] = []
+    for name in names():
+        package = declared(name, "PACKAGE")
+        if package and package != "python":
+            found += [d for d in distributions(package) if d not in found]
+    return found
+
+
+def library_of(package: str | None, versions) -> str:
+    """'<package> <version>' from ``versions(dist)`` (None: not installed); '' for no package."""
+    if not package:
+        return ""
+    for dist in distributions(package):
+        version = versions(dist)
+        if version:
+            return f"{package} {version}"
+    return f"{package} (version unknown)"
 
 
 def library(name: str) -> str:
     """The library (and its version) that runs backend ``name``'s loop, e.g. 'numba 0.68.1'."""
-    package = REGISTRY[name].package
-    if package is None:  # a plugin: not known
-        return ""
-    if package == "python":
-        import platform
-
-        return f"python {platform.python_version()}"
     from importlib import metadata
 
-    for dist in distributions(package):
+    def installed(dist: str) -> str | None:
+        if dist == "python":
+            return platform.python_version()
         try:
-            return f"{package} {metadata.version(dist)}"
+            return metadata.version(dist)
         except metadata.PackageNotFoundError:
-            continue
-    return f"{package} (version unknown)"
+            return None
+
+    return library_of(declared(name, "PACKAGE"), installed)
 
 
 def availability(name: str) -> str | None:
     """None if the backend can run here, else a one-line reason (never raises for known names)."""
     try:
-        module = load(name)
+        backend = load(name)
     except UnknownBackend:
         raise
     except ImportError as exc:
         missing = getattr(exc, "name", None)
-        if missing == REGISTRY[name].module:
+        if missing == REGISTRY[name]:
             return f"backend module {missing} is missing from this installation"
         return f"package {missing!r} not installed" if missing else f"import failed: {exc}"
     except Exception as exc:  # a broken install must not hide other backends
         return f"import failed: {type(exc).__name__}: {exc}"
     try:
-        return module.available()
+        return backend.available()
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        return f"package {missing!r} not installed" if missing else f"import failed: {exc}"
     except Exception as exc:
         return f"availability check failed: {type(exc).__name__}: {exc}"

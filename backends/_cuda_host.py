@@ -1,5 +1,11 @@
-"""Host side of the CUDA backends: device arrays, the launch plan, the launches. One class, one
-instance per CUDA compiler (``backends/numba_cuda.py``, ``backends/numba_cuda_mlir.py``).
+"""Host side of the CUDA backends: device arrays, the launch plan, the launches. ``CudaBackend``
+is the ``backends.base.Backend`` of one CUDA compiler (``COMPILER``); the backends are its
+subclasses that declare themselves (``backends/numba_cuda_backend.py``,
+``backends/numba_cuda_mlir_backend.py``).
+
+Constructing one imports no compiler: ``cuda`` (the compiler's module) and ``source`` (the
+kernels, ``backends/_cuda_kernels.py``, executed for that compiler) are loaded on first use, by
+``available`` or ``prepare``.
 
 ``prepare`` copies X, y and the weights to the device once, plans the launch
 (``backends/_cuda_plan.py``), compiles the kernels it needs eagerly for their one signature and
@@ -15,14 +21,14 @@ from __future__ import annotations
 
 import os
 import sys
-from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 
 from backends import _cuda_launch, _cuda_plan
 from backends._cuda_compiler import import_cuda, load_kernels, version
 from backends._cuda_launch import as_fault, ceil_div, takes_launch_bounds
-from backends.base import Problem, TrainResult, UnsupportedProblem, check_dtype, n_logged
+from backends.base import Backend, Problem, TrainResult, UnsupportedProblem, n_logged
 
 #: Under the simulator every GPU thread is a Python thread: blocks of this many threads at most.
 SIMULATOR_THREADS = 8
@@ -33,20 +39,36 @@ def simulator_on() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
-class CudaBackend:
-    """The backend protocol (backends/base.py) for one CUDA compiler."""
+class CudaBackend(Backend):
+    """The training loop as CUDA kernels compiled by ``COMPILER`` (a subclass names it)."""
 
-    DTYPES = ("float64", "float32")
+    COMPILER: ClassVar[str] = ""
     DEVICE = "gpu"
+    DTYPES = ("float64", "float32")
 
-    def __init__(self, compiler: str):
-        self.compiler = compiler
-        self.version = version(compiler)
-        self.cuda = import_cuda(compiler)  # ImportError when the package is missing
-        #: numba-cuda's simulator stands in for a GPU; numba-cuda-mlir has none.
-        self.simulated = compiler == "numba-cuda" and simulator_on()
-        self.source = load_kernels(compiler)
+    def __init__(self) -> None:
+        self.version = version(self.COMPILER)
+        #: numba-cuda's simulator stands in for a GPU (NUMBA_ENABLE_CUDASIM=1); numba-cuda-mlir has none.
+        self.SIMULATED = self.COMPILER == "numba-cuda" and simulator_on()
+        self.COMPILES = not self.SIMULATED  # the simulator interprets the kernels' Python
+        self._cuda = None
+        self._source = None
+        self._properties: dict | None = None
         self._compiled: dict[tuple[str, int, int, str], object] = {}
+
+    @property
+    def cuda(self):
+        """The compiler's ``cuda`` module, imported on first use (ImportError when it is missing)."""
+        if self._cuda is None:
+            self._cuda = import_cuda(self.COMPILER)
+        return self._cuda
+
+    @property
+    def source(self):
+        """The kernel source executed for this compiler (``_cuda_compiler.load_kernels``)."""
+        if self._source is None:
+            self._source = load_kernels(self.COMPILER)
+        return self._source
 
     # --- the device ---------------------------------------------------------------------------
 
@@ -57,13 +79,13 @@ class CudaBackend:
             return f"CUDA check failed: {type(exc).__name__}: {exc}"
         if ok:
             return None
-        if self.compiler == "numba-cuda":
+        if self.COMPILER == "numba-cuda":
             return "no CUDA GPU found (cuda.is_available() is False); set NUMBA_ENABLE_CUDASIM=1 to use the simulator"
-        return f"no CUDA GPU found (cuda.is_available() is False); {self.compiler} has no simulator"
+        return f"no CUDA GPU found (cuda.is_available() is False); {self.COMPILER} has no simulator"
 
     def device_name(self) -> str:
         """The GPU's name for the machine fingerprint ('CUDA simulator' under the simulator)."""
-        if self.simulated:
+        if self.SIMULATED:
             return "CUDA simulator (numba-cuda, no GPU)"
         try:
             name = self.cuda.get_current_device().name
@@ -71,14 +93,18 @@ class CudaBackend:
             return f"no CUDA device ({type(exc).__name__})"
         return name.decode() if isinstance(name, bytes) else str(name)
 
-    @lru_cache(maxsize=1)  # noqa: B019 (one instance per compiler, alive for the process)
     def device_properties(self) -> dict:
         """The properties a plan reads (``_cuda_plan.DEVICE_PROPERTY_NAMES``) of the current device.
 
         Under the simulator: one SM holding one block of SIMULATOR_THREADS threads (the
         simulator runs a cooperative grid of one block only).
         """
-        if self.simulated:
+        if self._properties is None:
+            self._properties = self._device_properties()
+        return self._properties
+
+    def _device_properties(self) -> dict:
+        if self.SIMULATED:
             T = SIMULATOR_THREADS
             return {
                 "max_threads_per_block": T,
@@ -117,7 +143,7 @@ class CudaBackend:
         if key not in self._compiled:
             spec = self.source.kernels(dtype, D, O)[name]
             options = {}
-            if not self.simulated and takes_launch_bounds(self.compiler, self.cuda):
+            if not self.SIMULATED and takes_launch_bounds(self.COMPILER, self.cuda):
                 options["launch_bounds"] = spec.bound
             self._compiled[key] = self.cuda.jit(spec.signature, **options)(spec.pyfunc)
         return self._compiled[key]
@@ -128,7 +154,7 @@ class CudaBackend:
 
     def admit(self, needed: int) -> None:
         """Refuse (UnsupportedProblem) a run whose device arrays would not fit in free device memory."""
-        if self.simulated:
+        if self.SIMULATED:
             return
         try:
             free, _ = self.cuda.current_context().get_memory_info()
@@ -139,7 +165,7 @@ class CudaBackend:
 
     def cooperative_blocks(self, kernel, threads: int, shared: int) -> int | None:
         """Most co-resident blocks of ``kernel`` (registers included), where the compiler says."""
-        if self.simulated:
+        if self.SIMULATED:
             return 1  # the simulator runs a cooperative grid of one block only
         overloads = getattr(kernel, "overloads", None)
         if overloads:
@@ -151,7 +177,7 @@ class CudaBackend:
         # launch bound keeps a block of GRID_THREADS within one SM's registers and shared memory).
         return self.device_properties()["multiprocessors"]
 
-    # --- the backend protocol -----------------------------------------------------------------
+    # --- the backend (backends/base.py) -----------------------------------------------------------------
 
     def prepare(self, problem: Problem) -> dict:
         try:
@@ -163,10 +189,10 @@ class CudaBackend:
             raise fault from exc
 
     def _prepare(self, problem: Problem) -> dict:
-        check_dtype(self.DTYPES, problem, self.compiler)
+        self.check(problem)
         if len(problem.weights) > 2:
             raise UnsupportedProblem(
-                f"{self.compiler} supports 1 or 2 weight layers (2- and 3-layer networks), not {len(problem.weights)}"
+                f"{self.NAME} supports 1 or 2 weight layers (2- and 3-layer networks), not {len(problem.weights)}"
             )
         reason = self.available()
         if reason:
@@ -207,7 +233,7 @@ class CudaBackend:
             "losses": [],
             "plan": plan,
             "path": plan.path,
-            "compiler": f"{self.compiler} {self.version}",
+            "compiler": f"{self.COMPILER} {self.version}",
         }
         T, k = plan.threads, lambda name: self.kernel(dtype, D, O, name)  # noqa: E731
         if plan.path == "block":
@@ -248,7 +274,7 @@ class CudaBackend:
         count = n_logged(iterations, log_every)
         losses = self.cuda.device_array(max(count, 1), np.float64)
         switch = sys.getswitchinterval()
-        if self.simulated:  # simulated GPU threads are Python threads: switch between them more often
+        if self.SIMULATED:  # simulated GPU threads are Python threads: switch between them more often
             sys.setswitchinterval(1e-5)
         try:
             if iterations > 0:
@@ -263,7 +289,7 @@ class CudaBackend:
                 raise
             raise fault from exc
         finally:
-            if self.simulated:
+            if self.SIMULATED:
                 sys.setswitchinterval(switch)
         state["losses"].append((losses, count))
 

@@ -6,25 +6,38 @@ once per CUDA compiler with the module global ``cuda`` bound to that compiler's 
 variable: the CUDA simulator runs a kernel by swapping that global for its per-thread fake.
 
 ``kernels(dtype, D, O)`` returns every kernel as a plain Python function with its signature (a
-string both compilers parse) and launch bound; the host (``backends/numba_cuda.py``) compiles
+string both compilers parse) and launch bound; the host (``backends/_cuda_host.py``) compiles
 them eagerly with ``cuda.jit(signature)``, and ``harness.cuda_ptx`` compiles the same functions
 for real GPU architectures without a GPU. D and O are compile-time constants, so the per-thread
 vectors (an X row, O pre-activations, D + O gradient accumulators) are small local arrays that
 live in registers.
 
-Three launch paths (``backends/_cuda_plan.py`` chooses; docs/cuda.md has the design):
+The file has three layers, each written once:
 
-* ``block3_*`` / ``block2_*``: one persistent block for the whole run; phases separated by
-  ``cuda.syncthreads()``; every phase spreads its items over all threads.
-* ``grid3`` / ``grid2``: one persistent cooperative grid for the whole run; phases separated by
-  ``cuda.cg.this_grid().sync()``; three per iteration.
-* ``*_phase`` kernels: the grid kernels' phases as separate launches (devices without
-  cooperative launch). They call the same device functions as the grid kernels.
+* the math of one element, as device functions every path calls: ``sig`` (SPEC step 1's
+  sigmoid), ``dot`` (a pre-activation, or a gradient entry summed over rows), ``output_delta``
+  (steps 2-4 for one output: d2 and |err|), ``hidden_delta`` (step 5), ``updated`` (step 6 for
+  one weight), ``loss_mean`` (step 3: the logged mean from the |err| partials, added in order);
+* the layout of dynamic shared memory: ``_cuda_plan.block_shared`` and ``_cuda_plan.grid_shared``,
+  which the plan sizes the allocation with, compiled here as device functions that carve it;
+* the phases, and the kernels that sequence them, one per launch path
+  (``backends/_cuda_plan.py`` chooses; docs/cuda.md has the design):
 
-Why one file of ~560 lines: the kernels are closures over one compiler's ``cuda`` and over the
-compile-time constants D and O, made by one call of ``kernels``; the persistent kernels and the
-per-phase kernels call the same device functions (``forward3``, ``backward3``, ``update``, ...),
-so each phase's math is written once, and the file has to be executed as a whole by the loader.
+  * ``block3_*`` / ``block2_*``: one persistent block for the whole run; phases (``block_output``,
+    ``block_gradient``, ...) separated by ``cuda.syncthreads()``; every phase spreads its items
+    over all threads. The 2-layer kernel is the 3-layer one's output and update phases with X in
+    place of a1.
+  * ``grid3`` / ``grid2``: one persistent cooperative grid for the whole run; phases
+    (``forward3``, ``backward3``, ``update``, ...) separated by ``cuda.cg.this_grid().sync()``;
+    three per iteration.
+  * ``*_phase`` kernels: the grid kernels' phases as separate launches (devices without
+    cooperative launch), calling the same phase functions.
+
+Why one file of this length: the kernels are closures over one compiler's ``cuda`` and over the
+compile-time constants D and O, made by one call of ``kernels``, and every device function is
+made in that call too (``sig`` by ``sigmoid``, cached likewise), so that none compiled for one
+architecture is reused for another (``harness.cuda_ptx`` clears both caches between them); the
+file has to be executed as a whole by the loader.
 
 Every sum has a fixed order that depends only on the launch layout (the plan), never on thread
 scheduling: no atomics. A float64 run is bit-reproducible for a given plan.
@@ -41,7 +54,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from backends._cuda_plan import BLOCK_MAX_THREADS, GRID_THREADS
+from backends._cuda_plan import BLOCK_MAX_THREADS, GRID_THREADS, block_shared, grid_shared
 
 if "cuda" not in globals():
     raise ImportError("backends._cuda_kernels is loaded by backends._cuda_compiler.load_kernels(compiler)")
@@ -66,6 +79,19 @@ def _signature(dtype: str, *args: str) -> str:
     return "void(" + ", ".join(names[a] for a in args) + ")"
 
 
+#: Whether ``cuda`` is numba-cuda's simulator (NUMBA_ENABLE_CUDASIM=1), which runs kernels as Python.
+SIMULATOR = cuda.jit.__module__.startswith("numba.cuda.simulator")
+
+
+def device(fn):
+    """``fn`` as a device function. Under the simulator, a function that uses no ``cuda`` API stays
+    plain Python: the simulator's device-function wrapper swaps module globals on every call,
+    which made the simulated runs about 1.5 times as long; what it computes is the same."""
+    if SIMULATOR and "cuda" not in fn.__code__.co_names:
+        return fn
+    return cuda.jit(device=True)(fn)
+
+
 @cache
 def sigmoid(dtype: str):
     """s(z) = 1 / (1 + exp(-z)) in ``dtype``; exp(-z) overflowing gives exactly 0, as NumPy does."""
@@ -75,7 +101,7 @@ def sigmoid(dtype: str):
     # branch gives the same 0 under the simulator, where math.exp raises OverflowError instead.
     limit = t(709.78) if dtype == "float64" else t(88.72)
 
-    @cuda.jit(device=True)
+    @device
     def sig(z):
         u = -z
         if u > limit:
@@ -94,9 +120,93 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
     DO = D + O  # a constant of this compilation (a local array's size must be one)
     sig = sigmoid(dtype)
 
+    # --- the math of one element: every path calls these ----------------------------------------
+    # Flat row-major arrays: entry (r, c) of an R x C matrix is A[r * C + c]; a row is stride 1
+    # from r * C, a column stride C from c.
+
+    @device
+    def dot(A, a, sa, B, b, sb, start, stop):
+        """sum_i A[a + i sa] B[b + i sb] for i = start, ..., stop - 1, in that order: a
+        pre-activation (a row of X or a1 times a column of a weight matrix) or a gradient entry
+        (a column of X or a1 times a column of deltas, over a range of rows)."""
+        s = zero
+        for i in range(start, stop):
+            s += A[a + i * sa] * B[b + i * sb]
+        return s
+
+    @device
+    def output_delta(z, y, i):
+        """SPEC steps 1-4 for output entry i with pre-activation z: (d2, |err|), where
+        a = s(z), err = y[i] - a and d2 = err a (1 - a)."""
+        a = sig(z)
+        err = y[i] - a
+        return err * a * (one - a), abs(err)
+
+    @device
+    def hidden_delta(back, a):
+        """SPEC step 5 for one hidden entry: d1 = back a (1 - a), back = (d2 W1.T)[n, j] with W1
+        as it was before this iteration's update, a = a1[n, j]."""
+        return back * a * (one - a)
+
+    @device
+    def updated(w, alpha, g):
+        """SPEC step 6 for one weight entry: w + alpha * its gradient g."""
+        return w + alpha * g
+
+    @device
+    def loss_mean(part, n, count, losses, slot):
+        """SPEC step 3: the logged mean |err| from n partial sums, added in order."""
+        s = zero
+        for i in range(n):
+            s += part[i]
+        losses[slot] = s / count
+
+    # --- shared memory: the layout the plan sizes it with (backends/_cuda_plan.py) -------------
+
+    block_layout = device(block_shared)
+    grid_layout = device(grid_shared)
+
+    @device
+    def block_arrays(sm, N, H, T):
+        """The one-block kernels' arrays in shared memory ``sm`` (H = 0: the 2-layer network)."""
+        x, y, w0, w1, w1b, a1, d, part, end = block_layout(N, D, H, O, T)
+        return sm[x:y], sm[y:w0], sm[w0:w1], sm[w1:w1b], sm[w1b:a1], sm[a1:d], sm[d:part], sm[part:end]
+
+    @device
+    def grid_arrays(sm, T):
+        """A grid (or multi) kernel's block's arrays in shared memory ``sm``: (d2, sums, red)."""
+        sums, d2, red, end = grid_layout(D, O, T)
+        return sm[d2:red], sm[sums:d2], sm[red:end]
+
     # --- one block: the whole run in one thread block -------------------------------------------
 
-    @cuda.jit(device=True)
+    @device
+    def block_output(A, W, y, d, N, K, tid, T):
+        """Output phase, one (row, output) pair per thread: d[n, o] = d2 of s(A[n] W[:, o]) for
+        the N x K inputs A of the last layer; returns this thread's sum of |err|."""
+        acc = zero
+        for e in range(tid, N * O, T):
+            n = e // O
+            o = e - n * O
+            delta, abserr = output_delta(dot(A, n * K, 1, W, o, O, 0, K), y, e)
+            d[e] = delta
+            acc += abserr
+        return acc
+
+    @device
+    def block_gradient(A, d, W, nxt, alpha, N, K, e):
+        """Weight entry e = (k, o) of the last layer: nxt[e] = W[e] + alpha sum_n A[n, k] d[n, o]."""
+        k = e // O
+        o = e - k * O
+        nxt[e] = updated(W[e], alpha, dot(A, k, K, d, o, O, 0, N))
+
+    @device
+    def block_log(part, losses, it, log_every, count, tid, T):
+        """Thread 0 of a block adds the threads' |err| partials into the logged mean."""
+        if log_every > 0 and it % log_every == 0 and tid == 0:
+            loss_mean(part, T, count, losses, it // log_every)
+
+    @device
     def block3(X, y, W0, W1, W1b, a1, d2, part, losses, N, H, alpha, iterations, log_every, count):
         # 3-layer network. W1 and W1b take turns as this iteration's W1 and the next one's: the
         # W0 gradient needs W1 as it was before this iteration's update (SPEC step 5), and the
@@ -110,55 +220,28 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
             for e in range(tid, N * H, T):
                 n = e // H
                 j = e - n * H
-                z = zero
-                for k in range(D):
-                    z += X[n * D + k] * W0[k * H + j]
-                a1[e] = sig(z)
+                a1[e] = sig(dot(X, n * D, 1, W0, j, H, 0, D))
             # waits for: every a1 entry before the output phase reads whole rows of it
             cuda.syncthreads()
-            # Output phase: one (row, output) pair per thread: a2, err, d2, this thread's sum |err|.
-            acc = zero
-            for e in range(tid, N * O, T):
-                n = e // O
-                o = e - n * O
-                z = zero
-                for j in range(H):
-                    z += a1[n * H + j] * cur[j * O + o]
-                a = sig(z)
-                err = y[e] - a
-                d2[e] = err * a * (one - a)
-                acc += abs(err)
-            logged = log_every > 0 and it % log_every == 0
-            if logged:
+            acc = block_output(a1, cur, y, d2, N, H, tid, T)
+            if log_every > 0 and it % log_every == 0:
                 part[tid] = acc
             # waits for: every d2 entry and |err| partial before the update phase reads them
             cuda.syncthreads()
             # Update phase: one weight entry per thread, its gradient summed over the rows in order.
             for e in range(tid, H * O + D * H, T):
                 if e < H * O:  # W1[j, o] += alpha * sum_n a1[n, j] d2[n, o]
-                    j = e // O
-                    o = e - j * O
-                    g = zero
-                    for n in range(N):
-                        g += a1[n * H + j] * d2[n * O + o]
-                    nxt[e] = cur[e] + alpha * g
+                    block_gradient(a1, d2, cur, nxt, alpha, N, H, e)
                 else:  # W0[k, j] += alpha * sum_n X[n, k] d1[n, j], d1 with W1 before the update
                     m = e - H * O
                     k = m // H
                     j = m - k * H
                     g = zero
                     for n in range(N):
-                        back = zero
-                        for o in range(O):
-                            back += d2[n * O + o] * cur[j * O + o]
-                        a = a1[n * H + j]
-                        g += X[n * D + k] * (back * a * (one - a))
-                    W0[m] += alpha * g
-            if logged and tid == 0:
-                s = zero
-                for i in range(T):
-                    s += part[i]
-                losses[it // log_every] = s / count
+                        back = dot(d2, n * O, 1, cur, j * O, 1, 0, O)
+                        g += X[n * D + k] * hidden_delta(back, a1[n * H + j])
+                    W0[m] = updated(W0[m], alpha, g)
+            block_log(part, losses, it, log_every, count, tid, T)
             cur, nxt = nxt, cur
             # waits for: the updated W0 and W1 before the next hidden phase reads them, and every
             # read of a1, d2 and the partials before the next iteration rewrites them
@@ -169,63 +252,33 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         # waits for: the final W1 in place before a caller copies it out
         cuda.syncthreads()
 
-    @cuda.jit(device=True)
+    @device
     def block2(X, y, W0, d, part, losses, N, alpha, iterations, log_every, count):
-        # 2-layer network: an output phase, then an update phase.
+        # 2-layer network: the 3-layer network's output and update phases, with X for a1.
         tid = cuda.threadIdx.x
         T = cuda.blockDim.x
         for it in range(iterations):
-            acc = zero
-            for e in range(tid, N * O, T):
-                n = e // O
-                o = e - n * O
-                z = zero
-                for k in range(D):
-                    z += X[n * D + k] * W0[k * O + o]
-                a = sig(z)
-                err = y[e] - a
-                d[e] = err * a * (one - a)
-                acc += abs(err)
-            logged = log_every > 0 and it % log_every == 0
-            if logged:
+            acc = block_output(X, W0, y, d, N, D, tid, T)
+            if log_every > 0 and it % log_every == 0:
                 part[tid] = acc
             # waits for: every delta and |err| partial before the update phase reads them
             cuda.syncthreads()
             for e in range(tid, D * O, T):
-                k = e // O
-                o = e - k * O
-                g = zero
-                for n in range(N):
-                    g += X[n * D + k] * d[n * O + o]
-                W0[e] += alpha * g
-            if logged and tid == 0:
-                s = zero
-                for i in range(T):
-                    s += part[i]
-                losses[it // log_every] = s / count
+                block_gradient(X, d, W0, W0, alpha, N, D, e)
+            block_log(part, losses, it, log_every, count, tid, T)
             # waits for: the updated W0 before the next output phase reads it, and every read of d
             # and the partials before the next iteration rewrites them
             cuda.syncthreads()
 
+    @device
     def stage(src, dst, size, tid, T):
         for i in range(tid, size, T):
             dst[i] = src[i]
 
-    stage = cuda.jit(device=True)(stage)
-
     def block3_shared(X, y, W0, W1, losses, N, H, alpha, iterations, log_every, count):
-        sm = cuda.shared.array(0, dtype=st)
         tid = cuda.threadIdx.x
         T = cuda.blockDim.x
-        o1 = N * D
-        o2 = o1 + N * O
-        o3 = o2 + D * H
-        o4 = o3 + H * O
-        o5 = o4 + H * O
-        o6 = o5 + N * H
-        o7 = o6 + N * O
-        sX, sy, sW0, sW1, sW1b = sm[0:o1], sm[o1:o2], sm[o2:o3], sm[o3:o4], sm[o4:o5]
-        sa1, sd2, spart = sm[o5:o6], sm[o6:o7], sm[o7 : o7 + T]
+        sX, sy, sW0, sW1, sW1b, sa1, sd2, spart = block_arrays(cuda.shared.array(0, dtype=st), N, H, T)
         stage(X, sX, N * D, tid, T)
         stage(y, sy, N * O, tid, T)
         stage(W0, sW0, D * H, tid, T)
@@ -240,14 +293,9 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         block3(X, y, W0, W1, W1b, a1, d2, part, losses, N, H, alpha, iterations, log_every, count)
 
     def block2_shared(X, y, W0, losses, N, alpha, iterations, log_every, count):
-        sm = cuda.shared.array(0, dtype=st)
         tid = cuda.threadIdx.x
         T = cuda.blockDim.x
-        o1 = N * D
-        o2 = o1 + N * O
-        o3 = o2 + D * O
-        o4 = o3 + N * O
-        sX, sy, sW0, sd, spart = sm[0:o1], sm[o1:o2], sm[o2:o3], sm[o3:o4], sm[o4 : o4 + T]
+        sX, sy, sW0, _, _, _, sd, spart = block_arrays(cuda.shared.array(0, dtype=st), N, 0, T)
         stage(X, sX, N * D, tid, T)
         stage(y, sy, N * O, tid, T)
         stage(W0, sW0, D * O, tid, T)
@@ -263,7 +311,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
     # Work is handed out in block-sized items, item = block, block + blocks, ...: every thread of a
     # block walks the same items, so the barriers inside the phases are reached by all of them.
 
-    @cuda.jit(device=True)
+    @device
     def block_sum(value, sums, out, slot, tid, T):
         """Fixed-order tree sum of ``value`` over the block into ``out[slot]`` (all threads call)."""
         sums[tid] = value
@@ -280,7 +328,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         if tid == 0:
             out[slot] = sums[0]
 
-    @cuda.jit(device=True)
+    @device
     def lane_sum(values, red, lanes, width, tid, K):
         """Adds the K ``values`` of the threads that share an index mod ``width`` (lanes 0, 1, ...,
         in that order) into lane 0's ``values`` (all threads call; the others' are left as they are)."""
@@ -297,7 +345,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         # waits for: lane 0's reads before the next call overwrites the buffer
         cuda.syncthreads()
 
-    @cuda.jit(device=True)
+    @device
     def forward3(X, W0, W1, zpart, red, N, H, hchunk, hchunks, block, blocks, tid, T):
         # Item (row block rb, hidden chunk c). A block holds RT = min(T, N) rows and T / RT lanes:
         # thread (row, lane) sums its lane's share of the chunk's hidden units,
@@ -321,10 +369,8 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
                 for k in range(D):
                     xr[k] = X[n * D + k]
                 for j in range(c * hchunk + lane, min(H, (c + 1) * hchunk), lanes):
-                    s = zero
-                    for k in range(D):
-                        s += xr[k] * W0[k * H + j]  # same j across the warp (lanes = 1): a broadcast
-                    a = sig(s)
+                    # same j across the warp (lanes = 1): W0's column is a broadcast
+                    a = sig(dot(xr, 0, 1, W0, j, H, 0, D))
                     for o in range(O):
                         z[o] += a * W1[j * O + o]
             if lanes > 1:  # the same for every thread of the block: all reach the barriers
@@ -333,7 +379,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
                 for o in range(O):
                     zpart[(c * N + n) * O + o] = z[o]
 
-    @cuda.jit(device=True)
+    @device
     def backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, red, N, H, hchunks, rchunk, logged, block, blocks, tid, T):
         # Item (hidden block hb, row chunk c). A block holds HT = min(T, H) hidden units and T / HT
         # lanes: thread (unit j, lane) takes its lane's share of the chunk's rows. The block first
@@ -372,25 +418,22 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
                         s = zero
                         for h in range(hchunks):
                             s += zpart[(h * N + n) * O + o]
-                        a = sig(s)
-                        err = y[n * O + o] - a
-                        d2s[tid * O + o] = err * a * (one - a)
-                        acc += abs(err)
+                        delta, abserr = output_delta(s, y, n * O + o)
+                        d2s[tid * O + o] = delta
+                        acc += abserr
                 # waits for: this batch's d2 rows in shared memory
                 cuda.syncthreads()
                 if live:
                     for m in range(lane, min(T, n1 - base), lanes):
                         r = base + m
-                        s = zero
-                        for k in range(D):
-                            s += X[r * D + k] * w0[k]  # same row across a lane's threads: a broadcast
-                        a = sig(s)
+                        # same row across a lane's threads: X's row is a broadcast
+                        a = sig(dot(X, r * D, 1, w0, 0, 1, 0, D))
                         back = zero
                         for o in range(O):
                             dv = d2s[m * O + o]
                             back += dv * w1[o]
                             g[D + o] += a * dv
-                        d1 = back * a * (one - a)
+                        d1 = hidden_delta(back, a)
                         for k in range(D):
                             g[k] += X[r * D + k] * d1
                 # waits for: every thread's reads of this batch before the next batch overwrites it
@@ -405,7 +448,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
             if logged and hb == 0:
                 block_sum(acc, sums, errpart, c, tid, T)
 
-    @cuda.jit(device=True)
+    @device
     def forward2(X, y, W0, d, errpart, sums, N, logged, block, blocks, tid, T):
         # 2-layer network. Item = a block of T rows; thread = one row: a = s(X[n] W0), err, d.
         rblocks = (N + T - 1) // T
@@ -414,17 +457,13 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
             acc = zero
             if n < N:
                 for o in range(O):
-                    s = zero
-                    for k in range(D):
-                        s += X[n * D + k] * W0[k * O + o]
-                    a = sig(s)
-                    err = y[n * O + o] - a
-                    d[n * O + o] = err * a * (one - a)
-                    acc += abs(err)
+                    delta, abserr = output_delta(dot(X, n * D, 1, W0, o, O, 0, D), y, n * O + o)
+                    d[n * O + o] = delta
+                    acc += abserr
             if logged:
                 block_sum(acc, sums, errpart, rb, tid, T)
 
-    @cuda.jit(device=True)
+    @device
     def backward2(X, d, g0part, N, rchunk, block, blocks, tid, T):
         # 2-layer network. Item (weight block, row chunk c); thread = one W0 entry (k, o) summed
         # over the chunk's rows.
@@ -437,12 +476,9 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
             if e < D * O:
                 k = e // O
                 o = e - k * O
-                g = zero
-                for n in range(c * rchunk, min(N, (c + 1) * rchunk)):
-                    g += X[n * D + k] * d[n * O + o]
-                g0part[c * D * O + e] = g
+                g0part[c * D * O + e] = dot(X, k, D, d, o, O, c * rchunk, min(N, (c + 1) * rchunk))
 
-    @cuda.jit(device=True)
+    @device
     def update(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count, thread, threads):
         # Thread = one weight entry: W += alpha * (the chunks' partial gradients, in chunk order).
         # Thread 0 also adds the |err| partials, in order, into the logged mean.
@@ -452,29 +488,25 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
                 g = zero
                 for c in range(chunks):
                     g += g0part[c * n0 + i]
-                W0[i] += alpha * g
+                W0[i] = updated(W0[i], alpha, g)
             else:
                 m = i - n0
                 g = zero
                 for c in range(chunks):
                     g += g1part[c * n1 + m]
-                W1[m] += alpha * g
+                W1[m] = updated(W1[m], alpha, g)
         if thread == 0 and slot >= 0:
-            s = zero
-            for b in range(nerr):
-                s += errpart[b]
-            losses[slot] = s / count
+            loss_mean(errpart, nerr, count, losses, slot)
 
     # --- one cooperative grid: the whole run in one launch ---------------------------------------
 
     def grid3(X, y, W0, W1, zpart, g0part, g1part, errpart, losses, N, H, hchunk, hchunks, rchunk, alpha, iterations, log_every, count):
         grid = cuda.cg.this_grid()
-        sm = cuda.shared.array(0, dtype=st)
         tid = cuda.threadIdx.x
         T = cuda.blockDim.x
         block = cuda.blockIdx.x
         blocks = cuda.gridDim.x
-        d2s, sums, red = sm[0 : T * O], sm[T * O : T * O + T], sm[T * O + T : T * O + T + T * (D + O)]
+        d2s, sums, red = grid_arrays(cuda.shared.array(0, dtype=st), T)
         rchunks = (N + rchunk - 1) // rchunk
         for it in range(iterations):
             logged = log_every > 0 and it % log_every == 0
@@ -493,12 +525,11 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
 
     def grid2(X, y, W0, d, g0part, errpart, losses, N, rchunk, alpha, iterations, log_every, count):
         grid = cuda.cg.this_grid()
-        sm = cuda.shared.array(0, dtype=st)
         tid = cuda.threadIdx.x
         T = cuda.blockDim.x
         block = cuda.blockIdx.x
         blocks = cuda.gridDim.x
-        sums = sm[0:T]
+        _, sums, _ = grid_arrays(cuda.shared.array(0, dtype=st), T)
         rchunks = (N + rchunk - 1) // rchunk
         rblocks = (N + T - 1) // T
         for it in range(iterations):
@@ -517,22 +548,20 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
     # --- the same phases as separate launches (no cooperative launch on this device) -------------
 
     def forward3_phase(X, W0, W1, zpart, N, H, hchunk, hchunks):
-        sm = cuda.shared.array(0, dtype=st)
         T = cuda.blockDim.x
-        red = sm[T * O + T : T * O + T + T * (D + O)]  # the same layout as the grid kernel's
+        _, _, red = grid_arrays(cuda.shared.array(0, dtype=st), T)
         forward3(X, W0, W1, zpart, red, N, H, hchunk, hchunks, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)
 
     def backward3_phase(X, y, W0, W1, zpart, g0part, g1part, errpart, N, H, hchunks, rchunk, logged):
-        sm = cuda.shared.array(0, dtype=st)
         T = cuda.blockDim.x
-        d2s, sums, red = sm[0 : T * O], sm[T * O : T * O + T], sm[T * O + T : T * O + T + T * (D + O)]
+        d2s, sums, red = grid_arrays(cuda.shared.array(0, dtype=st), T)
         backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, red, N, H, hchunks, rchunk, logged,
                   cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)  # fmt: skip
 
     def forward2_phase(X, y, W0, d, errpart, N, logged):
-        sm = cuda.shared.array(0, dtype=st)
         T = cuda.blockDim.x
-        forward2(X, y, W0, d, errpart, sm[0:T], N, logged, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)
+        _, sums, _ = grid_arrays(cuda.shared.array(0, dtype=st), T)
+        forward2(X, y, W0, d, errpart, sums, N, logged, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)
 
     def backward2_phase(X, d, g0part, N, rchunk):
         backward2(X, d, g0part, N, rchunk, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, cuda.blockDim.x)

@@ -2,7 +2,7 @@
 
 Pure functions of the problem's sizes and a device's properties (a plain dict, see
 ``DEVICE_PROPERTY_NAMES``), with no CUDA import, so the choice can be tested with any device's
-figures (``H100`` below) on a machine without a GPU. ``backends/numba_cuda.py`` reads the
+figures (``H100`` below) on a machine without a GPU. ``backends/numba_cuda_backend.py`` reads the
 properties of the real device and caps the grid with the compiled kernel's own occupancy query.
 
 Three paths (docs/cuda.md explains the design):
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: The device properties a plan reads (``backends.numba_cuda.device_properties`` fills them).
+#: The device properties a plan reads (``backends.numba_cuda_backend.device_properties`` fills them).
 DEVICE_PROPERTY_NAMES = (
     "max_threads_per_block",
     "multiprocessors",
@@ -129,19 +129,51 @@ def block_steps(sizes: tuple[int, ...], N: int, T: int) -> int:
     return hidden + output + update + 3 * BARRIER_STEPS
 
 
+# --- Shared memory: the one layout of every kernel's dynamic shared memory -----------------------
+# The plan sizes the allocation with these functions, and the kernels (backends/_cuda_kernels.py)
+# carve it with the same functions compiled as device functions. Offsets are in elements; plain
+# tuples, as numba-cuda-mlir 0.6 cannot build a NamedTuple in a kernel.
+
+#: What ``block_shared`` returns: where each array of the one-block kernels starts, then the end.
+BLOCK_SHARED = ("X", "y", "W0", "W1", "W1b", "a1", "d", "part", "end")
+#: What ``grid_shared`` returns: where each array of a grid (or multi) kernel's block starts, then the end.
+GRID_SHARED = ("sums", "d2", "red", "end")
+
+
+def block_shared(N: int, D: int, H: int, O: int, T: int) -> tuple[int, ...]:
+    """Shared-memory layout of the one-block kernels for T threads (``BLOCK_SHARED``): X (N x D),
+    y (N x O), W0 (D x H), W1 and W1b (H x O: this iteration's and the other buffer), a1 (N x H),
+    d (N x O output deltas), part (T |err| partials). H = 0 is the 2-layer network: W0 is D x O,
+    W1, W1b and a1 are empty."""
+    y = N * D
+    W0 = y + N * O
+    W1 = W0 + D * (H if H > 0 else O)
+    W1b = W1 + H * O
+    a1 = W1b + H * O
+    d = a1 + N * H
+    part = d + N * O
+    return 0, y, W0, W1, W1b, a1, d, part, part + T
+
+
+def grid_shared(D: int, O: int, T: int) -> tuple[int, ...]:
+    """Shared-memory layout per block of the grid and multi kernels for T threads (``GRID_SHARED``):
+    sums (the |err| tree sum, T), d2 (a batch of T rows' output deltas, T x O), red (the lanes'
+    partial sums, T x (D + O)). This order took fewer registers than d2 first (docs/cuda.md)."""
+    d2 = T
+    red = d2 + T * O
+    return 0, d2, red, red + T * (D + O)
+
+
 def block_words(sizes: tuple[int, ...], N: int, T: int) -> int:
-    """Shared-memory words of the one-block kernel (layout in backends/_cuda_kernels.py)."""
+    """Shared-memory words of the one-block kernel (``block_shared``)."""
     D, H, O = split_sizes(sizes)
-    if not H:
-        return N * D + N * O + D * O + N * O + T  # X, y, W0, d, |err| partials
-    return N * D + N * O + D * H + 2 * H * O + N * H + N * O + T  # X, y, W0, W1 (x2), a1, d2, partials
+    return block_shared(N, D, H, O, T)[-1]
 
 
 def grid_words(sizes: tuple[int, ...], T: int) -> int:
-    """Shared-memory words per block of the grid and multi kernels: a batch of d2 rows, |err| sums,
-    and the lanes' partial sums (D + O per thread)."""
+    """Shared-memory words per block of the grid and multi kernels (``grid_shared``)."""
     D, _, O = split_sizes(sizes)
-    return T * O + T + T * (D + O)
+    return grid_shared(D, O, T)[-1]
 
 
 def device_bytes(sizes: tuple[int, ...], N: int, itemsize: int, layout: Plan) -> int:

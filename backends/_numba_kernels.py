@@ -1,573 +1,570 @@
-"""Compiled kernels shared by `numba-cpu` and `numba-parallel` (and measured by harness.floor).
+"""The compiled training loop shared by `numba-cpu` and `numba-parallel` (harness.floor measures
+its ``fexp``, which lives in ``backends/_numba_exp.py`` and is re-exported here).
 
-What is here and why (docs/performance.md has the measurements):
+One source: each SPEC step is written once below, as a small ``@njit(inline="always")`` helper,
+for each of the two tile layouts at most (docs/performance.md has the measurements):
 
-* ``fexp`` -- a vectorisable exp for float64 and float32. This llvmlite has no SVML, so
-  ``math.exp`` is a scalar libm call and any loop containing it stays scalar. ``fexp`` is plain
-  arithmetic LLVM can vectorise: x = k*ln2 + r with a Cody-Waite two-constant split of ln2
-  (the hi part has few enough bits that k*ln2_hi is exact), a near-minimax polynomial for exp(r)
-  on |r| <= ln2/2 (Chebyshev fit in 40-digit arithmetic: degree 11 in float64, error 3e-18;
-  degree 6 in float32, error 2e-9), and the scale 2^k built from the exponent bits of two
-  floats (2^k = 2^(k>>1) * 2^(k - (k>>1)), so the whole range from gradual underflow to
-  overflow is covered without a branch). x is clamped to a range just outside the finite
-  results, so large arguments still overflow to +inf and very negative ones give +0 exactly,
-  as libm does -- which makes ``1/(1+fexp(-z))`` give exactly 0 at z = -800 like NumPy's sigmoid.
-  Accuracy (tests/test_numba_cpu.py): within 2 ulp of libm over the whole range in float64.
+* forward hidden    ``forward_rows`` / ``forward_cols`` (pre-activations), then ``sigmoid_flat``
+* output + loss     ``output_delta`` (SPEC 1-4 for one output value), looped by ``output_rows`` /
+                    ``output_cols``
+* hidden delta      ``hidden_delta`` (SPEC 5 for one value), looped by ``delta_rows`` / ``delta_cols``
+* gradients         ``acc_rows`` / ``acc_cols``; ``backward_rows`` / ``backward_cols`` fuse SPEC 5
+                    with both gradient sums into one pass over the tile when D and O are small
+* update            ``update`` (W += alpha * the gradient summed over chunks, after every chunk,
+                    so the hidden delta used W1 from before the update; it also re-zeroes the
+                    accumulators)
 
-* ``tile2_rows`` / ``tile2_cols`` -- one row tile of the 3-layer net, *fused*: the batch is
-  streamed in tiles of T rows whose activations (T*H values) stay in L1/L2; the full N x H
-  activation matrix is never built. Per tile: pre-activations, the sigmoid over the flat tile
-  (the expensive part, vectorised whatever the shape), the output layer and its deltas, then the
-  gradient contributions gW1 += a1.T @ d2 and gW0 += X.T @ d1. Row layout (T x H, vectorised over
-  h; gradients accumulated four rows per pass) suits small batches and wide layers; column layout
-  (H x T, vectorised over the tile's rows) suits everything with N >= 64 and H <= 256. Both have a
-  fused D=3, O=1 path. Gradients go to per-chunk accumulators (a chunk is a fixed range of
-  tiles; one per thread in numba-parallel); the weights are updated once, after all chunks, so
-  d1 uses W1 from before the update (SPEC step 5).
+``train_kernel`` composes them into four regimes, each a factory of one ``@njit`` closure: the
+2-layer net (``_train_net1``: ``output_rows`` + ``acc_rows`` + ``update`` over the whole batch --
+its one layer is an output layer with A = X), small 3-layer problems (``_train_small``, N*H <=
+SMALL_WORK: ``tile_rows`` over the whole batch as one tile), the tiled loop on one thread
+(``_train_serial``: ``chunk`` over every tile) and the parallel one (``_train_parallel``:
+``prange`` over fixed chunks of tiles, one accumulator set per chunk).
 
-* ``train2_small`` -- tiny 3-layer problems (N*H <= 256, e.g. the xor3 seed): plain scalar loops,
-  where the tiles' bookkeeping would cost more than the arithmetic.
+Tiles. The batch is streamed in tiles of T rows whose activations (T*H values) stay in L1/L2;
+the N x H activation matrix is never built. ``prepare_net`` stores X and y tile-major (ntiles x
+D x T, the last tile zero-padded), so every helper indexes a tile from 0: a view ``X[c]`` is one
+C-contiguous D x T array, and no index is ``r0 + t`` (NumPy's negative-index wraparound select on
+such an index kept loops scalar: docs/performance.md, step 4). Row layout (A is T x H, vectorised
+over h; the backward pass four rows at a time) suits small batches and wide layers; column layout
+(H x T, vectorised over the tile's rows) everything with N >= 64 and H <= 256 -- LLVM vectorises
+only the innermost loop, so the two loop orders stay two.
 
-* ``train1`` -- the 2-layer net (one weight matrix): row-by-row scalar loops (D x O is tiny).
+Specialisation instead of hand-unrolled paths. D, O, the layout and the form (``fuse``: D and O
+<= FUSE_MAX) are closure variables of each kernel, and so compile-time constants; small kernels
+also fix N and H, the 2-layer kernel N (up to SMALL_WORK). The helpers take them as arguments
+and are inlined at Numba IR level, where Numba prunes the branches on constant flags (``if
+cols``, ``if fuse``) before typing -- each kernel compiles one layout and one form -- and LLVM
+sees constant trip counts for ``range(D)``, ``range(O)`` (and ``range(N)``, ``range(H)`` when
+small), which it unrolls: at N = H = 4 the whole iteration is straight-line code, twice as fast
+as the old scalar small-problem kernel. (Without the IR-level inlining LLVM kept the helpers as
+calls, with a refcount pair per array argument: 4x slower at 4 x 4.) Where a loop needs one
+running sum per input or output (the column layout's fused backward pass), the sums live in a
+UniTuple of length D or O (``_filled`` + ``tuple_setitem``, the tuples DT, OT giving the length),
+which LLVM keeps in registers once the loops are unrolled: the code of the old hand-written
+D=3/O=1 path. Above FUSE_MAX the fused forms would not unroll, so the multi-pass forms are used
+(``forward_*`` d-outer, ``acc_*`` + ``delta_*``). The kernels read the ``Net`` and ``Work``
+tuples' fields once, before the loop: a field read inside it costs a refcount pair.
 
-Why this is one file of ~600 lines, and why the loop's math appears in more than one kernel:
-each kernel above is the same SPEC iteration written for one regime (row vs column layout, the
-fused D=3/O=1 path vs any D and O, tiles vs plain loops, 2- vs 3-layer), because whether LLVM
-vectorises a loop nest depends on its exact form: indexing ``Xt[d, r0 + t]`` instead of a tile
-view, or ``min``/``max`` instead of conditional expressions, kept loops scalar
-(docs/performance.md, steps 3 and 4), and each layout's best loop order differs. What can be shared
-without that cost is shared (``fexp``, ``sigmoid_flat``, ``_rows_times``, ``_acc_outer``,
-``update``, ``chunk2``), and the kernels are kept together so the building blocks and their
-callers are read side by side. tests/test_numba_cpu.py checks every regime against NumPy.
+Disk cache. Numba caches a closure under a key that hashes its cells' values (pickled). The
+kernels' cells therefore hold only ints, bools and tuples of ints: the helpers are module-level
+globals, never captured. (A captured dispatcher pickles with a per-process random UUID, so the
+key would differ in every process and the cache would never hit.) Each specialisation is its own
+entry in the one index file of its closure; tests/test_numba_cpu.py checks a second process
+loads every kernel. ``KERNELS`` holds every kernel made in this process, for ``compilations()``.
+As for any cached Numba function, the cache is invalidated by an edit of this file (its stamp),
+not of ``_numba_exp.py``.
 
-Every kernel takes ``one`` (1 in the problem dtype) and ``alpha`` already cast to the dtype, so
-float32 runs stay float32 (a Python float literal would promote the arithmetic to float64).
-fastmath: the kernels allow reassociation/contraction (vectorised dot products, FMAs); the exp
-itself only allows contraction -- reassociation could undo the Cody-Waite split.
+Every kernel reads ``one`` (1 in the problem dtype) and ``alpha`` already cast to the dtype (in
+``Net``), so float32 runs stay float32 (a Python float literal would promote the arithmetic).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba import njit, prange, types
+from numba.cpython.unsafe.tuple import tuple_setitem
+from numba.extending import intrinsic
 
-# Fastmath for the training kernels: no 'nnan'/'ninf' (exp overflows to inf on purpose), no 'afn'.
-KERNEL_FM = {"reassoc", "contract", "nsz", "arcp"}
-EXP_FM = {"contract"}
+from backends._numba_exp import EXP_FM, KERNEL_FM, exp32, exp64, fexp  # noqa: F401 (harness.floor)
 
-
-@intrinsic
-def _f64_from_bits(typingctx, bits):
-    if bits != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def _f32_from_bits(typingctx, bits):
-    """float32 whose bit pattern is the low 32 bits of an int64 (numba types int32 maths as int64)."""
-    if bits != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
-
-    return types.float32(types.int64), codegen
-
-
-_LOG2E = 1.4426950408889634
-_LN2_HI = 0.6931467056274414  # ln2 rounded to 21 significant bits: k * _LN2_HI is exact
-_LN2_LO = 4.7493250390316726e-07
-# exp(r) on |r| <= ln2/2, Chebyshev fit (degree 11), coefficients of r^0 .. r^11
-_C64 = (
-    1.0,
-    1.0,
-    0.5000000000000019,
-    0.1666666666666668,
-    0.0416666666664881,
-    0.008333333333319601,
-    0.0013888888952314775,
-    0.00019841269890047113,
-    2.4801485482328494e-05,
-    2.755724091857897e-06,
-    2.763263963904103e-07,
-    2.5110037605963777e-08,
-)
-
-
-@njit(cache=True, fastmath=EXP_FM, error_model="numpy")
-def exp64(x):
-    """exp(x) in float64, branch-free (vectorisable), ~1 ulp; +inf above 709.78, +0 below -745.1."""
-    x = x if x > -746.0 else -746.0  # (not min/max: their NaN handling branches, blocking SIMD)
-    x = x if x < 710.0 else 710.0
-    kf = np.floor(x * _LOG2E + 0.5)
-    r = x - kf * _LN2_HI
-    r = r - kf * _LN2_LO
-    p = _C64[11]
-    p = p * r + _C64[10]
-    p = p * r + _C64[9]
-    p = p * r + _C64[8]
-    p = p * r + _C64[7]
-    p = p * r + _C64[6]
-    p = p * r + _C64[5]
-    p = p * r + _C64[4]
-    p = p * r + _C64[3]
-    p = p * r + _C64[2]
-    p = p * r + 1.0
-    p = p * r + 1.0
-    k = np.int64(kf)
-    k1 = k >> 1
-    k2 = k - k1
-    return p * _f64_from_bits((k1 + 1023) << 52) * _f64_from_bits((k2 + 1023) << 52)
-
-
-_LOG2E32 = np.float32(1.4426950408889634)
-_LN2_HI32 = np.float32(0.693359375)  # 9 significant bits: k * hi exact for |k| < 2^15
-_LN2_LO32 = np.float32(-0.00021219444170128554)
-_C32_2 = np.float32(0.5)
-_C32_3 = np.float32(0.16666415333747864)
-_C32_4 = np.float32(0.04166635125875473)
-_C32_5 = np.float32(0.00837512593716383)
-_C32_6 = np.float32(0.0013941108481958508)
-_ONE32 = np.float32(1.0)
-_HALF32 = np.float32(0.5)
-_LO32 = np.float32(-104.0)
-_HI32 = np.float32(89.0)
-
-
-@njit(cache=True, fastmath=EXP_FM, error_model="numpy")
-def exp32(x):
-    """exp(x) in float32 (all arithmetic float32), branch-free, ~1 ulp; +inf above 88.72, +0 below -103.97."""
-    x = x if x > _LO32 else _LO32
-    x = x if x < _HI32 else _HI32
-    kf = np.floor(x * _LOG2E32 + _HALF32)
-    r = x - kf * _LN2_HI32
-    r = r - kf * _LN2_LO32
-    p = _C32_6
-    p = p * r + _C32_5
-    p = p * r + _C32_4
-    p = p * r + _C32_3
-    p = p * r + _C32_2
-    p = p * r + _ONE32
-    p = p * r + _ONE32
-    k = np.int64(kf)
-    k1 = k >> 1
-    k2 = k - k1
-    return p * _f32_from_bits((k1 + 127) << 23) * _f32_from_bits((k2 + 127) << 23)
-
-
-def fexp(x):
-    """exp in the argument's float type (dispatches to exp64 / exp32 inside compiled code)."""
-    raise NotImplementedError("fexp is only callable from compiled code")
-
-
-@overload(fexp)
-def _fexp_overload(x):
-    if x == types.float32:
-        return lambda x: exp32(x)
-    if x == types.float64:
-        return lambda x: exp64(x)
-    return None
+FUSE_MAX = 4  # D and O up to this: fused single-pass forms (loops over d, o fully unrolled)
+OPTS = dict(fastmath=KERNEL_FM, error_model="numpy")
+STEP = dict(inline="always", **OPTS)  # a step: inlined (Numba IR) where it is used
 
 
 # ---------------------------------------------------------------------------------------------
-# Building blocks (all inlined into the training kernels by LLVM)
+# The SPEC steps on one value
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
+@njit(**STEP)
+def sigmoid(z, one):
+    """SPEC 1: s(z) = 1 / (1 + exp(-z)) with the vectorisable exp."""
+    return one / (one + fexp(-z))
+
+
+@njit(**STEP)
+def output_delta(z, target, one):
+    """SPEC 1-4 for one output: a2 = s(z), err = target - a2; returns (|err|, err * a2 * (1 - a2))."""
+    a = sigmoid(z, one)
+    err = target - a
+    return abs(err), err * a * (one - a)
+
+
+@njit(**STEP)
+def hidden_delta(back, a, one):
+    """SPEC 5 for one hidden value: back = (d2 @ W1.T)[t, h] (W1 not yet updated), a = a1[t, h]."""
+    return back * a * (one - a)
+
+
+@intrinsic
+def _filled(typingctx, value, template):
+    """A UniTuple of ``value``, as long as the tuple ``template`` (a compile-time length)."""
+    if not isinstance(template, types.BaseTuple):
+        return None
+    ret = types.UniTuple(value, len(template))
+
+    def codegen(context, builder, signature, args):
+        tup = context.get_constant_undef(ret)
+        for i in range(len(template)):
+            tup = builder.insert_value(tup, args[0], i)
+        return tup
+
+    return ret(value, template), codegen
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps over one tile. Row layout: A is T x H; column layout: A is H x T. X (D x T), y and
+# d2 (O x T) are the tile's; only the first ``rows`` rows are used (the last tile is partial).
+# Sizes come as arguments (H, D, O, and K, a gradient's row count): constants where the kernel
+# knows them, so the loops over them have constant trip counts.
+
+
+@njit(**STEP)
 def sigmoid_flat(buf, n, one):
-    """buf[:n] = 1 / (1 + exp(-buf[:n])) -- the one loop that holds every exp; vectorised."""
+    """buf[:n] = s(buf[:n]) -- the loop that holds the hidden layer's exps; vectorised."""
     for i in range(n):
-        buf[i] = one / (one + fexp(-buf[i]))
+        buf[i] = sigmoid(buf[i], one)
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def _rows_times(Z, Xt, r0, T, W):
-    """Z[t, :] = sum_d Xt[d, r0 + t] * W[d, :] for t < T (Z is T x H, W is D x H)."""
-    D = W.shape[0]
-    H = W.shape[1]
-    for t in range(T):
-        x = Xt[0, r0 + t]
-        for h in range(H):
-            Z[t, h] = x * W[0, h]
-        for d in range(1, D):
-            x = Xt[d, r0 + t]
+@njit(**STEP)
+def forward_rows(A, X, W0, rows, H, D, fuse):
+    """A[t, :] = X[:, t] @ W0 (pre-activations), vectorised over h."""
+    for t in range(rows):
+        if fuse:
             for h in range(H):
-                Z[t, h] += x * W[d, h]
+                z = X[0, t] * W0[0, h]
+                for d in range(1, D):
+                    z += X[d, t] * W0[d, h]
+                A[t, h] = z
+        else:
+            x = X[0, t]
+            for h in range(H):
+                A[t, h] = x * W0[0, h]
+            for d in range(1, D):
+                x = X[d, t]
+                for h in range(H):
+                    A[t, h] += x * W0[d, h]
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def _acc_outer(G, B, b0, M, T):
-    """G[k, :] += sum_t B[k, b0 + t] * M[t, :] for t < T, four rows of M per pass over G."""
-    K = G.shape[0]
-    H = G.shape[1]
-    T4 = T - T % 4
+@njit(**STEP)
+def forward_cols(A, X, W0, rows, H, D, fuse):
+    """A[h, :] = W0[:, h] @ X (pre-activations), vectorised over the tile's rows."""
+    for h in range(H):
+        if fuse:
+            for t in range(rows):
+                z = W0[0, h] * X[0, t]
+                for d in range(1, D):
+                    z += W0[d, h] * X[d, t]
+                A[h, t] = z
+        else:
+            w = W0[0, h]
+            for t in range(rows):
+                A[h, t] = w * X[0, t]
+            for d in range(1, D):
+                w = W0[d, h]
+                for t in range(rows):
+                    A[h, t] += w * X[d, t]
+
+
+@njit(**STEP)
+def output_rows(A, W, y, d2, rows, H, O, one):  # noqa: E741
+    """SPEC 1-4 for the output layer, row by row: z = A[t, :] @ W[o, :], d2[o, t]; returns sum |err|.
+    (Also the whole 2-layer net, with A = X, H = D and W = W0.T.)"""
+    loss = 0.0
+    for t in range(rows):
+        for o in range(O):
+            z = A[t, 0] * W[o, 0]
+            for h in range(1, H):
+                z += A[t, h] * W[o, h]
+            err, d2[o, t] = output_delta(z, y[o, t], one)
+            loss += err
+    return loss
+
+
+@njit(**STEP)
+def output_cols(A, W1t, y, d2, rows, H, O, one):  # noqa: E741
+    """SPEC 1-4 for the output layer, vectorised over the tile's rows (z accumulates in d2)."""
+    loss = 0.0
+    for o in range(O):
+        w = W1t[o, 0]
+        for t in range(rows):
+            d2[o, t] = w * A[0, t]
+        for h in range(1, H):
+            w = W1t[o, h]
+            for t in range(rows):
+                d2[o, t] += w * A[h, t]
+        for t in range(rows):
+            err, d2[o, t] = output_delta(d2[o, t], y[o, t], one)
+            loss += err
+    return loss
+
+
+@njit(**STEP)
+def acc_rows(G, B, M, rows, K, H):
+    """G[k, :] += sum over t < rows of B[k, t] * M[t, :] for k < K (a gradient, row layout), four
+    rows per pass."""
+    R4 = rows - rows % 4
     for k in range(K):
-        for t in range(0, T4, 4):
-            c0 = B[k, b0 + t]
-            c1 = B[k, b0 + t + 1]
-            c2 = B[k, b0 + t + 2]
-            c3 = B[k, b0 + t + 3]
+        for t in range(0, R4, 4):
+            c0 = B[k, t]
+            c1 = B[k, t + 1]
+            c2 = B[k, t + 2]
+            c3 = B[k, t + 3]
             for h in range(H):
                 G[k, h] += (c0 * M[t, h] + c1 * M[t + 1, h]) + (c2 * M[t + 2, h] + c3 * M[t + 3, h])
-        for t in range(T4, T):
-            c0 = B[k, b0 + t]
+        for t in range(R4, rows):
+            c0 = B[k, t]
             for h in range(H):
                 G[k, h] += c0 * M[t, h]
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def tile2_rows(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one):
-    """Forward + backward of rows r0 .. r0+T-1 of the 3-layer net, row layout (vectorised over h).
+@njit(**STEP)
+def acc_cols(G, B, M, rows, K, H):
+    """G[k, h] += B[k, :rows] . M[h, :rows] for k < K (a gradient, column layout)."""
+    for k in range(K):
+        for h in range(H):
+            s = B[k, 0] * M[h, 0]
+            for t in range(1, rows):
+                s += B[k, t] * M[h, t]
+            G[k, h] += s
 
-    Xt (D x N), yt (O x N), W0 (D x H), W1t (O x H) = W1.T; Abuf (>= T*H) and d2 (O x >=T) are
-    scratch. Adds the tile's gradients to g0 (D x H) and g1 (O x H); returns sum |err| (float64).
-    """
-    D = W0.shape[0]
-    H = W0.shape[1]
-    O = W1t.shape[0]  # noqa: E741
-    A = Abuf[: T * H].reshape((T, H))
-    fast = D == 3 and O == 1
-    # 1. a1 = s(X @ W0) for the tile, then the exps over one flat contiguous buffer
-    if fast:
-        for t in range(T):
-            x0 = Xt[0, r0 + t]
-            x1 = Xt[1, r0 + t]
-            x2 = Xt[2, r0 + t]
-            for h in range(H):
-                A[t, h] = x0 * W0[0, h] + x1 * W0[1, h] + x2 * W0[2, h]
-    else:
-        _rows_times(A, Xt, r0, T, W0)
-    sigmoid_flat(Abuf, T * H, one)
-    # 1-4. a2 = s(a1 @ W1), err, |err|, d2 = err * a2 * (1 - a2)
-    loss = 0.0
-    for t in range(T):
-        for o in range(O):
-            z = A[t, 0] * W1t[o, 0]
-            for h in range(1, H):
-                z += A[t, h] * W1t[o, h]
-            a2 = one / (one + fexp(-z))
-            err = yt[o, r0 + t] - a2
-            loss += abs(err)
-            d2[o, t] = err * a2 * (one - a2)
-    if fast:
-        # 5-6 fused, four rows per pass: g1 += a1.T @ d2; d1 = d2 * W1.T * a1 * (1 - a1); g0 += X.T @ d1
-        T4 = T - T % 4
-        for t in range(0, T4, 4):
-            e0 = d2[0, t]
-            e1 = d2[0, t + 1]
-            e2 = d2[0, t + 2]
-            e3 = d2[0, t + 3]
-            x00 = Xt[0, r0 + t]
-            x01 = Xt[0, r0 + t + 1]
-            x02 = Xt[0, r0 + t + 2]
-            x03 = Xt[0, r0 + t + 3]
-            x10 = Xt[1, r0 + t]
-            x11 = Xt[1, r0 + t + 1]
-            x12 = Xt[1, r0 + t + 2]
-            x13 = Xt[1, r0 + t + 3]
-            x20 = Xt[2, r0 + t]
-            x21 = Xt[2, r0 + t + 1]
-            x22 = Xt[2, r0 + t + 2]
-            x23 = Xt[2, r0 + t + 3]
-            for h in range(H):
-                a0 = A[t, h]
-                a1 = A[t + 1, h]
-                a2 = A[t + 2, h]
-                a3 = A[t + 3, h]
-                w = W1t[0, h]
-                g1[0, h] += (e0 * a0 + e1 * a1) + (e2 * a2 + e3 * a3)
-                q0 = (e0 * w) * a0 * (one - a0)
-                q1 = (e1 * w) * a1 * (one - a1)
-                q2 = (e2 * w) * a2 * (one - a2)
-                q3 = (e3 * w) * a3 * (one - a3)
-                g0[0, h] += (x00 * q0 + x01 * q1) + (x02 * q2 + x03 * q3)
-                g0[1, h] += (x10 * q0 + x11 * q1) + (x12 * q2 + x13 * q3)
-                g0[2, h] += (x20 * q0 + x21 * q1) + (x22 * q2 + x23 * q3)
-        for t in range(T4, T):
-            e0 = d2[0, t]
-            x00 = Xt[0, r0 + t]
-            x10 = Xt[1, r0 + t]
-            x20 = Xt[2, r0 + t]
-            for h in range(H):
-                a0 = A[t, h]
-                g1[0, h] += e0 * a0
-                q0 = (e0 * W1t[0, h]) * a0 * (one - a0)
-                g0[0, h] += x00 * q0
-                g0[1, h] += x10 * q0
-                g0[2, h] += x20 * q0
-        return loss
-    # 6a. g1 += a1.T @ d2 (W1.T layout), before A is overwritten by d1
-    _acc_outer(g1, d2, 0, A, T)
-    # 5. d1 = (d2 @ W1.T) * a1 * (1 - a1), in place of a1; W1 not yet updated
-    for t in range(T):
+
+@njit(**STEP)
+def delta_rows(A, W1t, d2, rows, H, O, one):  # noqa: E741
+    """A[t, h] = hidden_delta((d2 @ W1.T)[t, h], A[t, h]) in place."""
+    for t in range(rows):
         for h in range(H):
             b = d2[0, t] * W1t[0, h]
             for o in range(1, O):
                 b += d2[o, t] * W1t[o, h]
-            a = A[t, h]
-            A[t, h] = b * a * (one - a)
-    # 6b. g0 += X.T @ d1
-    _acc_outer(g0, Xt, r0, A, T)
-    return loss
+            A[t, h] = hidden_delta(b, A[t, h], one)
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def tile2_cols(Xt, yt, W0, W1t, r0, T, Abuf, d2, g0, g1, one):
-    """The same tile in column layout (H x T, vectorised over the tile's rows): for small H,
-    where a row of H values is too short to fill SIMD lanes. Arguments as tile2_rows."""
-    D = W0.shape[0]
-    H = W0.shape[1]
-    O = W1t.shape[0]  # noqa: E741
-    A = Abuf[: T * H].reshape((H, T))
-    # (rows of the tile as 1-D contiguous views: indexing Xt[d, r0 + t] directly would make LLVM
-    # keep NumPy's negative-index wraparound select, which blocks vectorisation)
-    fast = D == 3 and O == 1
-    # 1. a1.T = W0.T @ X.T
-    if fast:
-        x0 = Xt[0, r0 : r0 + T]
-        x1 = Xt[1, r0 : r0 + T]
-        x2 = Xt[2, r0 : r0 + T]
-        for h in range(H):
-            w0 = W0[0, h]
-            w1 = W0[1, h]
-            w2 = W0[2, h]
-            for t in range(T):
-                A[h, t] = w0 * x0[t] + w1 * x1[t] + w2 * x2[t]
-    for h in range(H if not fast else 0):
-        x = Xt[0, r0 : r0 + T]
-        w = W0[0, h]
-        for t in range(T):
-            A[h, t] = w * x[t]
-        for d in range(1, D):
-            x = Xt[d, r0 : r0 + T]
-            w = W0[d, h]
-            for t in range(T):
-                A[h, t] += w * x[t]
-    sigmoid_flat(Abuf, T * H, one)
-    # 1-4. z2 = W1.T @ a1.T into d2, then a2, err, |err|, d2 -- all vectorised over rows
-    loss = 0.0
-    for o in range(O):
-        e = d2[o, :T]
-        yo = yt[o, r0 : r0 + T]
-        w = W1t[o, 0]
-        for t in range(T):
-            e[t] = w * A[0, t]
-        for h in range(1, H):
-            w = W1t[o, h]
-            for t in range(T):
-                e[t] += w * A[h, t]
-        for t in range(T):
-            a2 = one / (one + fexp(-e[t]))
-            err = yo[t] - a2
-            loss += abs(err)
-            e[t] = err * a2 * (one - a2)
-    if fast:
-        # 5-6 fused, one pass over the tile per h: g1 += a1.T @ d2, d1 = d2 * W1.T * a1 * (1 - a1),
-        # g0 += X.T @ d1 -- four dot products over the rows in one loop
-        e = d2[0, :T]
-        x0 = Xt[0, r0 : r0 + T]
-        x1 = Xt[1, r0 : r0 + T]
-        x2 = Xt[2, r0 : r0 + T]
-        for h in range(H):
-            w = W1t[0, h]
-            s1 = one - one  # a zero of the tile's dtype (an int literal would promote float32)
-            s00 = s1
-            s01 = s1
-            s02 = s1
-            for t in range(T):
-                a = A[h, t]
-                s1 += a * e[t]
-                q = (e[t] * w) * a * (one - a)
-                s00 += x0[t] * q
-                s01 += x1[t] * q
-                s02 += x2[t] * q
-            g1[0, h] += s1
-            g0[0, h] += s00
-            g0[1, h] += s01
-            g0[2, h] += s02
-        return loss
-    # 6a. g1[o, h] += a1[:, h] . d2[:, o]
-    for o in range(O):
-        e = d2[o, :T]
-        for h in range(H):
-            s = A[h, 0] * e[0]
-            for t in range(1, T):
-                s += A[h, t] * e[t]
-            g1[o, h] += s
-    # 5. d1 = (d2 @ W1.T) * a1 * (1 - a1) in place
+@njit(**STEP)
+def delta_cols(A, W1t, d2, rows, H, O, one):  # noqa: E741
+    """A[h, t] = hidden_delta((d2 @ W1.T)[t, h], A[h, t]) in place."""
     for h in range(H):
-        if O == 1:
-            e = d2[0, :T]
-            w = W1t[0, h]
-            for t in range(T):
-                a = A[h, t]
-                A[h, t] = (e[t] * w) * a * (one - a)
-        else:
-            for t in range(T):
-                b = d2[0, t] * W1t[0, h]
-                for o in range(1, O):
-                    b += d2[o, t] * W1t[o, h]
-                a = A[h, t]
-                A[h, t] = b * a * (one - a)
-    # 6b. g0[d, h] += X[:, d] . d1[:, h]
-    for d in range(D):
-        x = Xt[d, r0 : r0 + T]
+        for t in range(rows):
+            b = d2[0, t] * W1t[0, h]
+            for o in range(1, O):
+                b += d2[o, t] * W1t[o, h]
+            A[h, t] = hidden_delta(b, A[h, t], one)
+
+
+@njit(**STEP)
+def backward_rows(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # noqa: E741
+    """SPEC 5-6 into the accumulators: g1 += a1.T @ d2 (as O x H), d1, g0 += X.T @ d1.
+
+    Fused: one pass over the tile, four rows at a time, the four rows' d2 and X values held in
+    tuples (registers) across the pass. Otherwise three passes (d1 in place of a1)."""
+    if not fuse:
+        acc_rows(g1, d2, A, rows, O, H)
+        delta_rows(A, W1t, d2, rows, H, O, one)
+        acc_rows(g0, X, A, rows, D, H)
+        return
+    zero = one - one
+    R4 = rows - rows % 4
+    for t in range(0, R4, 4):
+        e0 = e1 = e2 = e3 = _filled(zero, OT)
+        for o in range(O):
+            e0 = tuple_setitem(e0, o, d2[o, t])
+            e1 = tuple_setitem(e1, o, d2[o, t + 1])
+            e2 = tuple_setitem(e2, o, d2[o, t + 2])
+            e3 = tuple_setitem(e3, o, d2[o, t + 3])
+        x0 = x1 = x2 = x3 = _filled(zero, DT)
+        for d in range(D):
+            x0 = tuple_setitem(x0, d, X[d, t])
+            x1 = tuple_setitem(x1, d, X[d, t + 1])
+            x2 = tuple_setitem(x2, d, X[d, t + 2])
+            x3 = tuple_setitem(x3, d, X[d, t + 3])
         for h in range(H):
-            s = x[0] * A[h, 0]
-            for t in range(1, T):
-                s += x[t] * A[h, t]
-            g0[d, h] += s
+            a0 = A[t, h]
+            a1 = A[t + 1, h]
+            a2 = A[t + 2, h]
+            a3 = A[t + 3, h]
+            b0 = b1 = b2 = b3 = zero
+            for o in range(O):
+                g1[o, h] += (e0[o] * a0 + e1[o] * a1) + (e2[o] * a2 + e3[o] * a3)
+                w = W1t[o, h]
+                b0 += e0[o] * w
+                b1 += e1[o] * w
+                b2 += e2[o] * w
+                b3 += e3[o] * w
+            q0 = hidden_delta(b0, a0, one)
+            q1 = hidden_delta(b1, a1, one)
+            q2 = hidden_delta(b2, a2, one)
+            q3 = hidden_delta(b3, a3, one)
+            for d in range(D):
+                g0[d, h] += (x0[d] * q0 + x1[d] * q1) + (x2[d] * q2 + x3[d] * q3)
+    for t in range(R4, rows):
+        for h in range(H):
+            a0 = A[t, h]
+            b0 = a0 - a0
+            for o in range(O):
+                e0 = d2[o, t]
+                g1[o, h] += e0 * a0
+                b0 += e0 * W1t[o, h]
+            q0 = hidden_delta(b0, a0, one)
+            for d in range(D):
+                g0[d, h] += X[d, t] * q0
+
+
+@njit(**STEP)
+def backward_cols(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # noqa: E741
+    """SPEC 5-6 into the accumulators, column layout. Fused: per h one pass over the tile's rows
+    with D + O running sums (tuples of zeros as long as DT, OT). Otherwise three passes."""
+    if not fuse:
+        acc_cols(g1, d2, A, rows, O, H)
+        delta_cols(A, W1t, d2, rows, H, O, one)
+        acc_cols(g0, X, A, rows, D, H)
+        return
+    zero = one - one  # a zero of the tile's dtype (an int literal would promote float32)
+    for h in range(H):
+        s1 = _filled(zero, OT)
+        s0 = _filled(zero, DT)
+        for t in range(rows):
+            a = A[h, t]
+            b = zero
+            for o in range(O):
+                e = d2[o, t]
+                s1 = tuple_setitem(s1, o, s1[o] + a * e)
+                b += e * W1t[o, h]
+            q = hidden_delta(b, a, one)
+            for d in range(D):
+                s0 = tuple_setitem(s0, d, s0[d] + X[d, t] * q)
+        for o in range(O):
+            g1[o, h] += s1[o]
+        for d in range(D):
+            g0[d, h] += s0[d]
+
+
+@njit(**STEP)
+def tile_rows(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # noqa: E741
+    """Forward and backward of one tile of the 3-layer net, row layout (A is T x H over the flat
+    buffer Af); adds its gradients to g0 (D x H) and g1 (O x H); returns sum |err|."""
+    forward_rows(A, X, W0, rows, H, D, fuse)
+    sigmoid_flat(Af, rows * H, one)
+    loss = output_rows(A, W1t, y, d2, rows, H, O, one)
+    backward_rows(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
     return loss
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def _zero(G):
-    """G[:, :] = 0 as a plain loop (numba's slice assignment costs ~0.5 us a call on tiny arrays)."""
-    for k in range(G.shape[0]):
-        for h in range(G.shape[1]):
-            G[k, h] = 0
+@njit(**STEP)
+def tile_cols(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # noqa: E741
+    """The same tile in column layout (A is H x T over Af)."""
+    forward_cols(A, X, W0, rows, H, D, fuse)
+    if rows == A.shape[1]:
+        sigmoid_flat(Af, H * rows, one)
+    else:
+        for h in range(H):
+            for t in range(rows):
+                A[h, t] = sigmoid(A[h, t], one)
+    loss = output_cols(A, W1t, y, d2, rows, H, O, one)
+    backward_cols(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
+    return loss
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def chunk2(Xt, yt, W0, W1t, c0, c1, T, N, A, d2, g0, g1, one, cols):
-    """Tiles c0 .. c1-1 (rows c*T ..) into zeroed accumulators g0 (D x H), g1 (O x H); returns sum |err|."""
-    _zero(g0)
-    _zero(g1)
+@njit(**STEP)
+def chunk(X, y, W0, W1t, N, A, Af, d2, g0, g1, c0, c1, H, D, O, cols, fuse, DT, OT, one):  # noqa: E741
+    """Tiles c0 .. c1-1 of X and y (tile-major) added to the accumulators g0 (D x H), g1 (O x H);
+    returns sum |err|."""
+    T = X.shape[2]
     loss = 0.0
     for c in range(c0, c1):
-        r0 = c * T
-        rows = min(T, N - r0)
+        rows = min(T, N - c * T)
         if cols:
-            loss += tile2_cols(Xt, yt, W0, W1t, r0, rows, A, d2, g0, g1, one)
+            loss += tile_cols(X[c], y[c], W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
         else:
-            loss += tile2_rows(Xt, yt, W0, W1t, r0, rows, A, d2, g0, g1, one)
+            loss += tile_rows(X[c], y[c], W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
     return loss
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def update(W, G, nchunks, alpha):
-    """W += alpha * (sum over chunks of G[c]) -- the gradient is summed first, as in a @ b."""
-    K = W.shape[0]
-    H = W.shape[1]
+@njit(**STEP)
+def update(W, G, nchunks, K, H, alpha):
+    """SPEC 6: W += alpha * (sum over chunks of G[c]) for W's K x H values -- the gradient is summed
+    first, as in a @ b -- and the accumulators G[c] zeroed for the next iteration (they start zeroed)."""
     for k in range(K):
         for h in range(H):
             g = G[0, k, h]
+            G[0, k, h] = 0
             for c in range(1, nchunks):
                 g += G[c, k, h]
+                G[c, k, h] = 0
             W[k, h] += alpha * g
 
 
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def train2_serial(
-    Xt, yt, W0, W1t, A, d2, G0, G1, T, cols, iterations, log_every, losses, alpha, one
-):
-    """The whole loop for the 3-layer net, one thread: one chunk holding every tile."""
-    N = Xt.shape[1]
-    O = yt.shape[0]  # noqa: E741
-    ntiles = (N + T - 1) // T
-    scale = 1.0 / (N * O)
-    for it in range(iterations):
-        loss = chunk2(Xt, yt, W0, W1t, 0, ntiles, T, N, A[0], d2[0], G0[0], G1[0], one, cols)
-        if log_every > 0 and it % log_every == 0:
-            losses[it // log_every] = loss * scale
-        update(W1t, G1, 1, alpha)
-        update(W0, G0, 1, alpha)
-
-
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def train2_small(Xt, yt, W0, W1t, A, d2, g0, g1, iterations, log_every, losses, alpha, one):
-    """The whole loop for tiny 3-layer problems (N*H up to SMALL_WORK): plain scalar loops over
-    whole-batch buffers A (N x H) and d2 (O x N), no tiles, views or reshapes -- at N=H=4 their
-    bookkeeping costs more than the arithmetic."""
-    D = W0.shape[0]
-    H = W0.shape[1]
-    O = W1t.shape[0]  # noqa: E741
-    N = Xt.shape[1]
-    scale = 1.0 / (N * O)
-    for it in range(iterations):
-        loss = 0.0
-        for r in range(N):
-            for h in range(H):
-                z = Xt[0, r] * W0[0, h]
-                for d in range(1, D):
-                    z += Xt[d, r] * W0[d, h]
-                A[r, h] = one / (one + fexp(-z))
-            for o in range(O):
-                z = A[r, 0] * W1t[o, 0]
-                for h in range(1, H):
-                    z += A[r, h] * W1t[o, h]
-                a2 = one / (one + fexp(-z))
-                err = yt[o, r] - a2
-                loss += abs(err)
-                d2[o, r] = err * a2 * (one - a2)
-        if log_every > 0 and it % log_every == 0:
-            losses[it // log_every] = loss * scale
-        for o in range(O):
-            for h in range(H):
-                s = A[0, h] * d2[o, 0]
-                for r in range(1, N):
-                    s += A[r, h] * d2[o, r]
-                g1[o, h] = s
-        for r in range(N):
-            for h in range(H):
-                b = d2[0, r] * W1t[0, h]
-                for o in range(1, O):
-                    b += d2[o, r] * W1t[o, h]
-                a = A[r, h]
-                A[r, h] = b * a * (one - a)
-        for d in range(D):
-            for h in range(H):
-                s = Xt[d, 0] * A[0, h]
-                for r in range(1, N):
-                    s += Xt[d, r] * A[r, h]
-                W0[d, h] += alpha * s
-        for o in range(O):
-            for h in range(H):
-                W1t[o, h] += alpha * g1[o, h]
-
-
-@njit(cache=True, fastmath=KERNEL_FM, error_model="numpy")
-def train1(Xt, yt, W0, z, g0, iterations, log_every, losses, alpha, one):
-    """The whole loop for the 2-layer net (one weight matrix W0, D x O), row by row."""
-    D = W0.shape[0]
-    O = W0.shape[1]  # noqa: E741
-    N = Xt.shape[1]
-    scale = 1.0 / (N * O)
-    for it in range(iterations):
-        _zero(g0)
-        loss = 0.0
-        for r in range(N):
-            for o in range(O):
-                s = Xt[0, r] * W0[0, o]
-                for d in range(1, D):
-                    s += Xt[d, r] * W0[d, o]
-                a = one / (one + fexp(-s))
-                err = yt[o, r] - a
-                loss += abs(err)
-                z[o] = err * a * (one - a)
-            for d in range(D):
-                x = Xt[d, r]
-                for o in range(O):
-                    g0[d, o] += x * z[o]
-        if log_every > 0 and it % log_every == 0:
-            losses[it // log_every] = loss * scale
-        for d in range(D):
-            for o in range(O):
-                W0[d, o] += alpha * g0[d, o]
+@njit(**STEP)
+def tile_views(Af, H, T, cols):
+    """A chunk's activation buffer as the tile's 2-D array (H x T in column layout, else T x H)."""
+    return Af.reshape((H, T)) if cols else Af.reshape((T, H))
 
 
 # ---------------------------------------------------------------------------------------------
-# Host-side helpers shared by both backends
+# The kernels: the steps composed per regime, specialised by closure constants (see top)
 
 
-SMALL_WORK = 256  # N*H up to this: train2_small (scalar loops, no tiling)
+class Net(NamedTuple):
+    """What the loop reads and trains, as one kernel argument.
+
+    3-layer: X and y tile-major (ntiles x D x T, ntiles x O x T), W0 (D x H), W1t = W1.T (O x H).
+    2-layer: X (N x D), y = y.T (O x N), W0 = W0.T (O x D), W1t empty."""
+
+    X: np.ndarray
+    y: np.ndarray
+    W0: np.ndarray
+    W1t: np.ndarray
+    N: int
+    alpha: np.floating
+    one: np.floating
+
+
+class Work(NamedTuple):
+    """Scratch, one slice per chunk: A (T*H activations), d2 (O x T), G0/G1 (the gradients of W0
+    and W1t, zero between iterations), closs (the chunk's sum |err|). The 2-layer net uses d2
+    (O x N) and G0 (O x D)."""
+
+    A: np.ndarray
+    d2: np.ndarray
+    G0: np.ndarray
+    G1: np.ndarray
+    closs: np.ndarray
+
+
+KERNELS: dict[tuple, object] = {}
+
+
+def train_kernel(layers: int, D: int, O: int, cols: bool, parallel: bool, N: int, H: int):  # noqa: E741
+    """The whole loop ``kernel(net, work, iterations, log_every, losses)`` for this shape, made once
+    per process (Numba's disk cache serves its compiled code across processes). N and H count
+    only where the kernel is specialised on them: small problems (N*H <= SMALL_WORK, or N <=
+    SMALL_WORK for the 2-layer net)."""
+    fuse = D <= FUSE_MAX and O <= FUSE_MAX
+    if layers == 1:
+        key = ("net1", D, O, N if N <= SMALL_WORK else 0)
+    elif not parallel and N * H <= SMALL_WORK:
+        key = ("small", D, O, N, H)
+    else:
+        key = ("parallel" if parallel else "serial", D, O, bool(cols))
+    if key not in KERNELS:
+        if key[0] == "net1":
+            KERNELS[key] = _train_net1(key[3], D, O)
+        elif key[0] == "small":
+            KERNELS[key] = _train_small(N, H, D, O, fuse, (0,) * D, (0,) * O)
+        else:
+            make = _train_parallel if parallel else _train_serial
+            KERNELS[key] = make(D, O, key[3], fuse, (0,) * D, (0,) * O)
+    return KERNELS[key]
+
+
+def _train_net1(NS, D, O):  # noqa: E741
+    @njit(cache=True, **OPTS)
+    def train_net1(net, work, iterations, log_every, losses):
+        """The 2-layer net: its one layer is an output layer over the whole batch (A = X, H = D)."""
+        # (fields are read once, outside the loop: reading them inside would cost refcounting)
+        X, y, W0t, _, N, alpha, one = net
+        rows = NS if NS else N  # a constant for small batches
+        d2 = work.d2[0]
+        G = work.G0
+        g = G[0]
+        scale = 1.0 / (N * O)
+        for it in range(iterations):
+            loss = output_rows(X, W0t, y, d2, rows, D, O, one)
+            if log_every > 0 and it % log_every == 0:
+                losses[it // log_every] = loss * scale
+            acc_rows(g, d2, X, rows, O, D)
+            update(W0t, G, 1, O, D, alpha)
+
+    return train_net1
+
+
+def _train_small(NS, HS, D, O, fuse, DT, OT):  # noqa: E741
+    @njit(cache=True, **OPTS)
+    def train_small(net, work, iterations, log_every, losses):
+        """The 3-layer net with N*H <= SMALL_WORK: one row tile holding the whole batch, with N and
+        H compile-time constants -- no vector set-up or remainder loops at N = H = 4."""
+        X, y, W0, W1t, N, alpha, one = net
+        Abuf, d2, G0, G1, _ = work
+        scale = 1.0 / (N * O)
+        Af = Abuf[0]
+        A = Af.reshape((NS, HS))
+        X0 = X[0]
+        y0 = y[0]
+        d20 = d2[0]
+        g0 = G0[0]
+        g1 = G1[0]
+        for it in range(iterations):
+            loss = tile_rows(X0, y0, W0, W1t, A, Af, d20, g0, g1, NS, HS, D, O, fuse, DT, OT, one)
+            if log_every > 0 and it % log_every == 0:
+                losses[it // log_every] = loss * scale
+            update(W1t, G1, 1, O, HS, alpha)
+            update(W0, G0, 1, D, HS, alpha)
+
+    return train_small
+
+
+def _train_serial(D, O, cols, fuse, DT, OT):  # noqa: E741
+    @njit(cache=True, **OPTS)
+    def train_serial(net, work, iterations, log_every, losses):
+        """The 3-layer net on one thread: one chunk holding every tile."""
+        X, y, W0, W1t, N, alpha, one = net
+        Abuf, d2, G0, G1, _ = work
+        ntiles, _, T = X.shape
+        H = W0.shape[1]
+        scale = 1.0 / (N * O)
+        Af = Abuf[0]
+        A = tile_views(Af, H, T, cols)
+        d20 = d2[0]
+        g0 = G0[0]
+        g1 = G1[0]
+        for it in range(iterations):
+            loss = chunk(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, cols, fuse, DT, OT, one)
+            if log_every > 0 and it % log_every == 0:
+                losses[it // log_every] = loss * scale
+            update(W1t, G1, 1, O, H, alpha)
+            update(W0, G0, 1, D, H, alpha)
+
+    return train_serial
+
+
+def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
+    @njit(cache=True, parallel=True, **OPTS)
+    def train_parallel(net, work, iterations, log_every, losses):
+        """The 3-layer net with the tiles cut into fixed contiguous chunks, one per thread."""
+        X, y, W0, W1t, N, alpha, one = net
+        Abuf, d2, G0, G1, closs = work
+        ntiles, _, T = X.shape
+        H = W0.shape[1]
+        nchunks = closs.shape[0]
+        per = (ntiles + nchunks - 1) // nchunks
+        scale = 1.0 / (N * O)
+        for it in range(iterations):
+            for c in prange(nchunks):
+                c0 = min(c * per, ntiles)
+                c1 = min(c0 + per, ntiles)
+                Af = Abuf[c]
+                A = tile_views(Af, H, T, cols)
+                closs[c] = chunk(
+                    X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, cols, fuse, DT, OT, one
+                )
+            if log_every > 0 and it % log_every == 0:
+                loss = 0.0
+                for c in range(nchunks):
+                    loss += closs[c]
+                losses[it // log_every] = loss * scale
+            update(W1t, G1, nchunks, O, H, alpha)
+            update(W0, G0, nchunks, D, H, alpha)
+
+    return train_parallel
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side, shared by both backends
+
+
+SMALL_WORK = 256  # N*H up to this: the whole batch is one row tile, N and H compile-time constants
 COLUMN_LAYOUT_MAX_H = 256  # widest layer for the column layout (measured: docs/performance.md)
 COLUMN_TILE_VALUES = 1 << 16  # column-layout tile T x H: 512 KiB of float64, L2-resident
 
@@ -577,7 +574,10 @@ def tile_layout(batch: int, hidden: int) -> tuple[int, bool]:
 
     Column layout (vectorised over rows, T up to 512, T*H up to COLUMN_TILE_VALUES) wherever the
     batch fills a vector of rows; row layout (vectorised over h, T*H near 8192 values, T a
-    multiple of 4) for small batches and very wide layers."""
+    multiple of 4) for small batches and very wide layers. A small problem (N*H <= SMALL_WORK) is
+    one row tile holding the whole batch."""
+    if batch * hidden <= SMALL_WORK:
+        return batch, False
     if batch >= 64 and hidden <= COLUMN_LAYOUT_MAX_H:
         t = min(512, max(32, COLUMN_TILE_VALUES // max(hidden, 1)) // 16 * 16)
         return max(1, min(batch, t)), True
@@ -585,11 +585,44 @@ def tile_layout(batch: int, hidden: int) -> tuple[int, bool]:
     return max(1, min(batch, target)), False
 
 
-def check_problem(problem, backend: str, dtypes) -> None:
-    from backends.base import UnsupportedProblem, check_dtype
-
-    check_dtype(dtypes, problem, backend)
-    if len(problem.weights) > 2:
-        raise UnsupportedProblem(
-            f"{backend} supports 1 or 2 weight layers (2- and 3-layer nets), not {len(problem.weights)}"
+def prepare_net(problem, nchunks: int) -> tuple[Net, Work, bool]:
+    """Net and Work for ``problem`` (fresh copies: the problem's arrays are never written), with at
+    most ``nchunks`` chunks (no more than there are tiles); returns (net, work, column layout?)."""
+    t = problem.X.dtype.type
+    X, y = problem.X, problem.y
+    N, D = X.shape
+    O = y.shape[1]  # noqa: E741
+    empty = np.zeros((1, 0, 0), t)
+    if len(problem.weights) == 1:
+        W0t = np.array(problem.weights[0].T, order="C", copy=True)  # always a fresh copy
+        net = Net(
+            np.ascontiguousarray(X), np.ascontiguousarray(y.T), W0t, empty[0], N, t(problem.alpha), t(1)
         )
+        return net, Work(empty[0], np.zeros((1, O, N), t), np.zeros((1, O, D), t), empty, np.zeros(1)), False
+    H = problem.weights[0].shape[1]
+    T, cols = tile_layout(N, H)
+    ntiles = (N + T - 1) // T
+    nchunks = max(1, min(nchunks, ntiles))
+    Xtiles = np.zeros((ntiles, D, T), t)
+    ytiles = np.zeros((ntiles, O, T), t)
+    for c in range(ntiles):
+        rows = min(T, N - c * T)
+        Xtiles[c, :, :rows] = X[c * T : c * T + rows].T
+        ytiles[c, :, :rows] = y[c * T : c * T + rows].T
+    net = Net(
+        Xtiles,
+        ytiles,
+        np.array(problem.weights[0], order="C", copy=True),
+        np.array(problem.weights[1].T, order="C", copy=True),
+        N,
+        t(problem.alpha),
+        t(1),
+    )
+    work = Work(
+        np.zeros((nchunks, T * H), t),
+        np.zeros((nchunks, O, T), t),
+        np.zeros((nchunks, D, H), t),
+        np.zeros((nchunks, O, H), t),
+        np.zeros(nchunks),
+    )
+    return net, work, cols

@@ -13,7 +13,7 @@ instead of one per iteration) at the price of a graph K times longer to capture.
 picks K from the problem's size: many iterations per graph where an iteration is a few
 microseconds of GPU work, one where the kernels themselves dominate.
 
-Pure Python, no GPU library: the schedule is tested on any machine (tests/test_replay.py), and
+Pure Python, no GPU library: the schedule is tested on any machine (tests/test_gpu_peers.py), and
 each backend's step runs eagerly through the same schedule in tests with a stand-in "capture".
 """
 

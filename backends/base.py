@@ -1,32 +1,42 @@
-"""The backend contract and the data every backend shares: the problem it trains on and the
-result it returns.
+"""The backend contract, with every default in one place, and the data every backend shares: the
+problem it trains on and the result it returns.
 
-A backend module (see ``backends/__init__.py`` for the registry) is a ``Backend`` (below)::
+A backend is one file, ``backends/<name, '-' as '_'>_backend.py``, holding one subclass of
+``Backend`` whose ``NAME`` is the backend's name; registering it is one line in
+``backends.NAMES`` (or ``NNBENCH_PLUGINS`` for a backend outside this package). Nothing else in
+the harness or the reports names a backend, apart from the ``numpy`` reference: what they need to
+know is declared here, on the class, and read without running anything.
 
-    DTYPES: tuple[str, ...]            # dtypes it supports, e.g. ("float64", "float32")
-    DEVICE: str                         # "cpu" or "gpu": where it runs in this process
-    def available() -> str | None       # None when usable here, else the reason it is not
+Declarations (class attributes; the defaults below)::
+
+    NAME       the registry name                         SUMMARY   one line for `list` and the README
+    PACKAGE    distribution running its loop ("library" column; "python": the interpreter)
+    DEVICE     "cpu", "gpu", or "any" (the GPU where the process has one, else the CPU)
+    COLOUR, MARKER   how every figure draws it (None: a stable colour from the name)
+    FAMILY     what it is built with, for the reports' groups ("numba": the Numba rungs)
+    LEVEL      how much work it represents: "spec", "reference", "plain" (what most users write),
+               "tuned" (an expert's)
+    DTYPES     the dtypes it supports
+    COMPILES   False: runs only code built before it was imported (``cache`` = "none")
+    SIMULATED  True while the CUDA simulator stands in for a GPU (the harness shortens its cases)
+    BYTES_PER_ELEMENT   peak memory per N*H element in float64 (admission; ``memory_bytes``)
+
+Methods: ``available``, ``threads``, ``set_threads``, ``compilations``, ``runs_on`` and
+``memory_bytes`` have defaults; ``prepare``, ``run`` and ``fetch`` are the backend::
+
     def prepare(problem) -> state       # copy inputs/weights where the loop will use them
     def run(state, iterations, log_every) -> None   # the whole training loop, synchronous
     def fetch(state) -> TrainResult     # bring the weights and logged losses back to the host
 
-and may provide (the harness reads them only through ``threads_of``, ``set_threads_of``,
-``simulated`` and ``compilations_of``)::
+A backend file imports only NumPy, Numba and this package at its top: its optional library (JAX,
+PyTorch, CuPy, a CUDA compiler) is imported on first use (``available`` or ``prepare``), so its
+declarations are readable, and the file importable, where that library is missing. Constructing
+a backend does nothing else either; ``backends.load`` makes one per process.
 
-    def threads() -> int | None         # threads its loop uses (None: no CPU pool, e.g. a GPU)
-    def set_threads(n) -> None          # use n threads (BLAS and Numba are limited by the harness)
-    SIMULATED: bool                     # runs on the CUDA simulator (the harness shortens cases)
-    COMPILES: bool                      # False: runs only code built before it was imported
-    def compilations() -> tuple[int, int]   # programs this process has built so far (compiled or
-                                            # loaded), and how many of them came from a disk cache
-
-The last two give a row's ``cache`` column (``harness.timing.cache_state``): what the first call
-at a point did -- compiled (``cold``), loaded from disk (``disk``), reused code this process had
-already built (``memory``), built nothing (``none``), or ``unknown`` for a backend that compiles
-but cannot count (CuPy's kernel cache).
-
-Adding a backend is its file plus one registry line (``backends/__init__.py``), which also
-gives its device class, plot colour and marker.
+``compilations()`` gives a row's ``cache`` column (``harness.timing.cache_state``): what the first
+call at a point did -- compiled (``cold``), loaded from disk (``disk``), reused code this process
+had already built (``memory``), built nothing (``none``), or ``unknown`` for a backend that
+compiles but cannot count (CuPy's kernel cache).
 
 ``prepare`` and ``fetch`` are where a GPU backend moves data; ``run`` is the loop alone, so the
 harness can time the device-resident loop and the end-to-end call separately. ``run`` returns
@@ -36,59 +46,97 @@ only when the work is finished (asynchronous backends synchronise before returni
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
+DEVICES = ("cpu", "gpu", "any")
+LEVELS = ("spec", "reference", "plain", "tuned")
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """What the harness needs of a backend module (``isinstance(module, Backend)`` checks it)."""
+class Backend:
+    """One training-loop backend; subclass it (see the module docstring)."""
 
-    DTYPES: tuple[str, ...]
-    DEVICE: str
+    NAME: ClassVar[str] = ""
+    SUMMARY: ClassVar[str] = ""
+    PACKAGE: ClassVar[str | None] = None
+    DEVICE: ClassVar[str] = "cpu"
+    COLOUR: ClassVar[str | None] = None
+    MARKER: ClassVar[str] = "o"
+    FAMILY: ClassVar[str] = ""
+    LEVEL: ClassVar[str] = "plain"
+    DTYPES: ClassVar[tuple[str, ...]] = ("float64", "float32")
+    COMPILES: ClassVar[bool] = True
+    SIMULATED: bool = False
+    BYTES_PER_ELEMENT: ClassVar[float] = 48.0  # a few N x H float64 arrays
 
-    def available(self) -> str | None: ...
+    def available(self) -> str | None:
+        """None when usable here, else the one-line reason it is not."""
+        return None
 
-    def prepare(self, problem: Problem) -> Any: ...
+    def prepare(self, problem: Problem) -> Any:
+        raise NotImplementedError
 
-    def run(self, state: Any, iterations: int, log_every: int) -> None: ...
+    def run(self, state: Any, iterations: int, log_every: int) -> None:
+        raise NotImplementedError
 
-    def fetch(self, state: Any) -> TrainResult: ...
+    def fetch(self, state: Any) -> TrainResult:
+        raise NotImplementedError
+
+    def runs_on(self) -> str:
+        """Where the loop runs in this process, "cpu" or "gpu" (the rows' ``device`` column).
+        A backend declared "any" overrides it."""
+        if self.DEVICE == "any":
+            raise NotImplementedError(f"{self.NAME} is declared DEVICE='any' and must say where it runs")
+        return self.DEVICE
+
+    def threads(self) -> int | None:
+        """Threads its loop uses (None: no CPU thread pool of its own to report, e.g. a GPU)."""
+        return None
+
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` threads (the harness limits BLAS and Numba itself; a backend with a pool of
+        its own, e.g. JAX's or PyTorch's, limits that here)."""
+
+    def compilations(self) -> tuple[int, int] | None:
+        """Programs this process has built so far (compiled or loaded), and how many came from a
+        disk cache; None for a backend that compiles but cannot count."""
+        return (0, 0) if not self.COMPILES else None
+
+    @classmethod
+    def memory_bytes(cls, dtype: str, batch: int, hidden: int) -> float:
+        """Rough peak memory of one point (admission refuses a point that would not fit)."""
+        return cls.BYTES_PER_ELEMENT * batch * hidden * np.dtype(dtype).itemsize / 8
+
+    def check(self, problem: Problem) -> None:
+        """Raise UnsupportedProblem for a dtype this backend does not support."""
+        if problem.dtype not in self.DTYPES:
+            raise UnsupportedProblem(f"{self.NAME} supports {', '.join(self.DTYPES)}, not {problem.dtype}")
 
 
-def threads_of(module) -> int | None:
-    """The backend's ``threads()``, or None where it has no thread pool of its own to report."""
-    get = getattr(module, "threads", None)
-    return get() if get else None
-
-
-def set_threads_of(module, n: int) -> None:
-    """The backend's ``set_threads(n)`` where it has one."""
-    setter = getattr(module, "set_threads", None)
-    if setter:
-        setter(n)
-
-
-def compilations_of(module) -> tuple[int, int] | None:
-    """The backend's ``compilations()`` counters, or None where it reports none."""
-    get = getattr(module, "compilations", None)
-    return tuple(get()) if get else None
-
-
-def compiles(module) -> bool:
-    """False for a backend that declares it runs only prebuilt code (``COMPILES = False``)."""
-    return bool(getattr(module, "COMPILES", True))
+def missing_library(package: str, exc: ImportError) -> str:
+    """The one-line reason a backend's optional library failed to import (for ``available``)."""
+    name = getattr(exc, "name", None) or package
+    if isinstance(exc, ModuleNotFoundError) and name.partition(".")[0] != package:
+        return f"package {package!r} unusable: its dependency {name!r} is not installed"
+    if isinstance(exc, ModuleNotFoundError):
+        return f"package {package!r} not installed"
+    return f"package {package!r} failed to import: {(str(exc).splitlines() or [''])[0][:160]}"
 
 
 def numba_compilations(*namespaces) -> tuple[int, int]:
     """``compilations()`` for backends built of Numba dispatchers: over every dispatcher found in
-    the given modules (or dicts), its signatures built (compiled or loaded) and its on-disk cache hits."""
+    the given modules, dicts or iterables, its signatures built (compiled or loaded) and its
+    on-disk cache hits."""
     seen, built, loaded = set(), 0, 0
     for namespace in namespaces:
-        values = vars(namespace).values() if not isinstance(namespace, dict) else namespace.values()
+        if isinstance(namespace, dict):
+            values = namespace.values()
+        elif hasattr(namespace, "__dict__") and not hasattr(namespace, "overloads"):
+            values = vars(namespace).values()
+        else:
+            values = namespace
         for value in values:
             overloads = getattr(value, "overloads", None)
             if not isinstance(overloads, dict) or id(value) in seen:
@@ -98,11 +146,6 @@ def numba_compilations(*namespaces) -> tuple[int, int]:
             stats = getattr(value, "stats", None)
             loaded += sum(getattr(stats, "cache_hits", {}).values()) if stats is not None else 0
     return built, loaded
-
-
-def simulated(module) -> bool:
-    """True when the backend runs on the CUDA simulator (each GPU thread a Python thread)."""
-    return bool(getattr(module, "SIMULATED", False))
 
 
 class UnsupportedProblem(ValueError):
@@ -187,11 +230,6 @@ def logged_iterations(iterations: int, log_every: int) -> range:
 
 def n_logged(iterations: int, log_every: int) -> int:
     return len(logged_iterations(iterations, log_every))
-
-
-def check_dtype(module_dtypes: tuple[str, ...], problem: Problem, backend: str) -> None:
-    if problem.dtype not in module_dtypes:
-        raise UnsupportedProblem(f"{backend} supports {', '.join(module_dtypes)}, not {problem.dtype}")
 
 
 def train(backend, problem: Problem, iterations: int, log_every: int = 0) -> TrainResult:

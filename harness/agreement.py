@@ -61,12 +61,13 @@ class Verdict:
     detail: str = ""
 
 
-def check(backend_name: str, case: Case, module=None) -> Verdict:
-    """Run ``case`` on the backend and compare with the float64 reference."""
-    module = module or backends.load(backend_name)
+def check(backend_name: str, case: Case, backend=None) -> Verdict:
+    """Run ``case`` on the backend (``backends.load(backend_name)`` unless given) and compare with
+    the float64 reference."""
+    backend = backend or backends.load(backend_name)
     dtype = case.problem.dtype
     try:
-        result = train(module, case.problem, case.iterations, case.log_every)
+        result = train(backend, case.problem, case.iterations, case.log_every)
     except UnsupportedProblem as exc:
         return Verdict(backend_name, case.label, dtype, None, "n/a", str(exc))
     except Exception as exc:  # reported in the table, never swallowed

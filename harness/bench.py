@@ -4,8 +4,16 @@ How a sweep walks the grid (``harness.plan``: what it is asked to do and what ma
 work first, one worker process per backend and dtype (``harness.worker``; so each dtype's first
 point is a first call in a fresh process), each point's rows appended to ``runs.csv`` before the
 next point starts, resume by commit. How each point is measured is ``harness.timing``'s policy;
-this module applies it across backends: admission, the interleaved repeats, the settle between
-workers.
+this module applies it across backends, one point at a time, in named steps (``_run_point``):
+
+1. ``_admit``: may the backend run this point (``harness.plan.admit``: time, memory, predicted
+   cost; or its worker said it is unavailable), and its live worker, started if need be;
+2. ``_calibrate``: the point's request (the float64 reference, computed once per point, the first
+   time a backend is admitted) and the worker's calibration (``harness.timing.measure_point``);
+3. ``_repeat``: the timed repeats, interleaved across backends (``harness.timing.rounds``), the
+   worker that ran last let go idle before each;
+4. ``_rows``: the ``Row`` objects of the point, built from the replies
+   (``harness.protocol``: each reply's fields are the columns it determines).
 """
 
 from __future__ import annotations
@@ -20,13 +28,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import backends
+from backends.base import TrainResult
 from harness import results, timing
 from harness.agreement import reference_result
 from harness.plan import Plan, Predictor, Preset, admit, grid  # noqa: F401  (Preset: the sweep's API)
 from harness.problems import scaled
-from harness.results import Status
-from harness.timing import Calibrated, Failure, PointRequest, Ready, RepeatRequest, Timed, Unavailable
+from harness.protocol import (
+    Calibrated,
+    Failure,
+    PointRequest,
+    Ready,
+    RepeatRequest,
+    Timed,
+    Unavailable,
+    as_failure,
+)
+from harness.results import Row, Status
 from harness.worker import Worker, wait_until_idle
+
+POINT_KEY = ("backend", "dtype", "batch", "hidden")
 
 
 @dataclass
@@ -52,38 +72,17 @@ class Sweep:
         self.last_worker = worker
 
 
-def _row(plan: Plan, backend: str, dtype: str, batch: int, hidden: int, commit: str, **values) -> dict:
-    row = {
-        "backend": backend,
-        "dtype": dtype,
-        "batch": batch,
-        "hidden": hidden,
-        "machine": plan.machine,
-        "commit": commit,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "repeat": 0,
-        "iterations": 0,
-        "validated": False,
-    }
-    row.update(values)
-    row["status"] = str(row["status"])
-    if not row.get("device"):  # the backend never reported one (it did not start): derived
-        row["device"] = results.nominal_device(backend, plan.has_gpu)
-    return row
-
-
 def done_keys(path: Path, commit: str) -> tuple[set[tuple], dict[tuple, float]]:
     """Points already in runs.csv for this commit (any status): what --resume skips; and the
     seconds per iteration of those that ran, so the budget predictions survive a resume."""
     if not path.exists():
         return set(), {}
-    frame, _ = results.read_runs(path)
-    frame = frame[frame["commit"] == commit]
-    keys = ["backend", "dtype", "batch", "hidden"]
-    done = {(r.backend, r.dtype, int(r.batch), int(r.hidden)) for r in frame.itertuples()}
-    ok = frame[frame["status"] == "ok"]
-    per_iteration = (ok["seconds"] / ok["iterations"]).groupby([ok[k] for k in keys]).median()
-    return done, {tuple(k): float(v) for k, v in per_iteration.items()}
+    rows = [row for row in results.read_rows(path)[0] if row.commit == commit]
+    per_iteration: dict[tuple, list[float]] = {}
+    for row in rows:
+        if row.status is Status.OK and row.seconds is not None and row.iterations > 0:
+            per_iteration.setdefault(row.key(POINT_KEY), []).append(row.seconds / row.iterations)
+    return {row.key(POINT_KEY) for row in rows}, {k: statistics.median(v) for k, v in per_iteration.items()}
 
 
 def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True) -> Path:
@@ -145,101 +144,131 @@ def _worker(run: Sweep, backend: str, dtype: str, log) -> Worker | Failure:
     return worker.ready if isinstance(worker.ready, Failure) else Failure(Status.FAILED, "worker did not start")
 
 
-def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[dict]:
-    plan, preset = run.plan, run.plan.preset
+@dataclass
+class Point:
+    """One point while the sweep measures it: what its steps share."""
+
+    dtype: str
+    batch: int
+    hidden: int
+    validate: int  # validation iterations (timing.validation_iterations)
+    reference: TrainResult | None = None  # the float64 NumPy run, once a backend needs it
+    rows: list[Row] = field(default_factory=list)  # rows of backends that produced no timing
+    calibrated: dict[str, tuple[Ready, Calibrated]] = field(default_factory=dict)  # in the order they ran
+
+    @property
+    def work(self) -> int:
+        return self.batch * self.hidden
+
+    def describe(self) -> str:
+        return f"{self.dtype} N={self.batch} H={self.hidden}"
+
+
+def _run_point(run: Sweep, point: tuple, pending: list[str], log) -> list[Row]:
+    """Every pending backend at one point, step by step; returns the point's rows."""
     dtype, batch, hidden = point
-    work = batch * hidden
-    rows: list[dict] = []
-    calibrated: dict[str, Calibrated] = {}  # backend -> its calibration, in the order they ran
-    readies: dict[str, Ready] = {}  # backend -> the greeting of the worker that calibrated it
-    reference = None
-    validate = timing.validation_iterations(work, preset.validate_iterations)
-
-    def record(backend: str, status, reason: str, **extra) -> None:
-        rows.append(_row(plan, backend, dtype, batch, hidden, run.commit, status=status, reason=reason, **extra))
-
-    def drop(backend: str, reply: Failure) -> None:
-        if reply.fatal or not run.workers[(backend, dtype)].alive:
-            run.workers.pop((backend, dtype)).kill()
-
+    job = Point(dtype, batch, hidden, timing.validation_iterations(batch * hidden, run.plan.preset.validate_iterations))
     for backend in pending:
-        why = (f"unavailable: {run.unavailable[backend]}" if backend in run.unavailable
-               else admit(preset, run.predictor, backend, point, validate, time.monotonic() - run.started))  # fmt: skip
-        if why:
-            record(backend, Status.SKIPPED, why)
-            continue
-        worker = _worker(run, backend, dtype, log)
-        if isinstance(worker, Failure):
-            record(backend, worker.status, worker.reason)
-            continue
-        if reference is None:
-            reference = reference_result(scaled(batch, hidden, "float64", plan.seed), validate, timing.log_every_for(validate))
-            wait_until_idle(os.getpid())  # this process's own BLAS threads, after the reference
-        run.quiet(worker)
-        request = PointRequest(backend, dtype, batch, hidden, plan.seed, validate, timing.log_every_for(validate),
-                               preset.min_time, timing.MAX_ITERATIONS, reference)  # fmt: skip
-        reply = worker.call(request, timeout=max(plan.timeout, 10 * preset.point_budget))
-        ready = worker.ready
-        if not isinstance(reply, Calibrated):
-            failure = _as_failure(reply)
-            record(backend, failure.status, failure.reason, compile_seconds=_blank(failure.compile_seconds),
-                   max_rel_error=_blank(failure.max_rel_error), library=ready.library, device=ready.device,
-                   cache=failure.cache, fresh=_blank(failure.fresh), startup_seconds=_startup(ready, failure.fresh))  # fmt: skip
-            drop(backend, failure)
-            continue
-        run.predictor.add(backend, dtype, work, reply.seconds_per_iteration)
-        calibrated[backend] = reply
-        readies[backend] = ready
+        worker = _admit(run, job, backend, log)
+        if worker is not None:
+            _calibrate(run, job, backend, worker)
+    timings, failed = _repeat(run, job)
+    return job.rows + _rows(run, job, timings, failed, log)
 
-    # Repeats, interleaved: every round runs each backend once, in a fresh random order.
-    timings: dict[str, list[Timed]] = {b: [] for b in calibrated}
+
+def _admit(run: Sweep, job: Point, backend: str, log) -> Worker | None:
+    """Step 1: the worker of a backend that may run this point; None with its row recorded when not."""
+    why = (f"unavailable: {run.unavailable[backend]}" if backend in run.unavailable
+           else admit(run.plan.preset, run.predictor, backend, (job.dtype, job.batch, job.hidden), job.validate,
+                      time.monotonic() - run.started))  # fmt: skip
+    if why:
+        job.rows.append(_row(run, job, backend, status=Status.SKIPPED, reason=why))
+        return None
+    worker = _worker(run, backend, job.dtype, log)
+    if isinstance(worker, Failure):
+        job.rows.append(_row(run, job, backend, **worker.fields()))
+        return None
+    return worker
+
+
+def _calibrate(run: Sweep, job: Point, backend: str, worker: Worker) -> None:
+    """Step 2: the worker validates and calibrates the point (``timing.measure_point``)."""
+    plan, preset = run.plan, run.plan.preset
+    if job.reference is None:
+        problem = scaled(job.batch, job.hidden, "float64", plan.seed)
+        job.reference = reference_result(problem, job.validate, timing.log_every_for(job.validate))
+        wait_until_idle(os.getpid())  # this process's own BLAS threads, after the reference
+    run.quiet(worker)
+    request = PointRequest(backend, job.dtype, job.batch, job.hidden, plan.seed, job.validate,
+                           timing.log_every_for(job.validate), preset.min_time, timing.MAX_ITERATIONS, job.reference)  # fmt: skip
+    reply = worker.call(request, timeout=max(plan.timeout, 10 * preset.point_budget))
+    if isinstance(reply, Calibrated):
+        run.predictor.add(backend, job.dtype, job.work, reply.seconds_per_iteration)
+        job.calibrated[backend] = (worker.ready, reply)
+        return
+    failure = as_failure(reply)
+    fresh = failure.first.fresh if failure.first else None
+    job.rows.append(_row(run, job, backend, **worker.ready.fields(fresh), **failure.fields()))
+    _drop(run, backend, job.dtype, failure)
+
+
+def _repeat(run: Sweep, job: Point) -> tuple[dict[str, list[Timed]], dict[str, Failure]]:
+    """Step 3: the timed repeats, interleaved: every round runs each backend once, in a fresh
+    random order, the worker that ran last let go idle first. Returns the timings and the failures."""
+    plan = run.plan
+    timings: dict[str, list[Timed]] = {b: [] for b in job.calibrated}
     failed: dict[str, Failure] = {}
-    wanted = {b: timing.repeats_for(preset.repeats, c.iterations * c.seconds_per_iteration) for b, c in calibrated.items()}
+    wanted = {b: timing.repeats_for(plan.preset.repeats, c.iterations * c.seconds_per_iteration)
+              for b, (_, c) in job.calibrated.items()}  # fmt: skip
     for _, order in timing.rounds(wanted, run.rng):
         for backend in (b for b in order if b not in failed):
-            c = calibrated[backend]
-            run.quiet(run.workers[(backend, dtype)])
-            reply = run.workers[(backend, dtype)].call(RepeatRequest(), timeout=max(plan.timeout, 20 * c.iterations * c.seconds_per_iteration))
+            c = job.calibrated[backend][1]
+            worker = run.workers[(backend, job.dtype)]
+            run.quiet(worker)
+            reply = worker.call(RepeatRequest(), timeout=max(plan.timeout, 20 * c.iterations * c.seconds_per_iteration))
             if isinstance(reply, Timed):
                 timings[backend].append(reply)
                 continue
-            failed[backend] = _as_failure(reply)
-            drop(backend, failed[backend])
+            failed[backend] = as_failure(reply)
+            _drop(run, backend, job.dtype, failed[backend])
+    return timings, failed
 
-    for backend, c in calibrated.items():
-        ready = readies[backend]
-        common = dict(
-            iterations=c.iterations, compile_seconds=c.compile_seconds, max_rel_error=c.max_rel_error, threads=c.threads or "",
-            library=ready.library, device=ready.device, cache=c.cache, fresh=c.fresh, startup_seconds=_startup(ready, c.fresh),
-        )  # fmt: skip
+
+def _rows(run: Sweep, job: Point, timings: dict[str, list[Timed]], failed: dict[str, Failure], log) -> list[Row]:
+    """Step 4: the rows of the calibrated backends: one per repeat, or one with the repeat's failure;
+    the repeats' median feeds the predictor and their spread the warnings."""
+    rows = []
+    for backend, (ready, c) in job.calibrated.items():
+        common = {**ready.fields(c.first.fresh), **c.fields()}
         if backend in failed:
-            record(backend, failed[backend].status, failed[backend].reason, **common)
+            rows.append(_row(run, job, backend, **common, status=failed[backend].status, reason=failed[backend].reason))
             continue
         seconds = [t.seconds for t in timings[backend]]
-        run.predictor.add(backend, dtype, work, statistics.median(seconds) / c.iterations)
-        for r, t in enumerate(timings[backend]):
-            rows.append(_row(plan, backend, dtype, batch, hidden, run.commit, repeat=r, seconds=t.seconds,
-                             seconds_e2e=t.seconds_e2e, status=Status.OK, reason="", validated=True, **common))  # fmt: skip
+        run.predictor.add(backend, job.dtype, job.work, statistics.median(seconds) / c.iterations)
+        rows += [_row(run, job, backend, **common, **t.fields(), repeat=r, status=Status.OK, validated=True)
+                 for r, t in enumerate(timings[backend])]  # fmt: skip
         spread = timing.spread(seconds)
         run.unstable += spread > timing.UNSTABLE_SPREAD
         run.timed += 1
         if spread > timing.LOUD_SPREAD:
-            log(f"warning: {backend} at {dtype} N={batch} H={hidden} is unstable: stdev {spread:.0%} of the mean over "
+            log(f"warning: {backend} at {job.describe()} is unstable: stdev {spread:.0%} of the mean over "
                 f"{len(seconds)} repeats ({min(seconds):.3g}..{max(seconds):.3g} s); the machine may be busy")  # fmt: skip
     return rows
 
 
-def _as_failure(reply) -> Failure:
-    return reply if isinstance(reply, Failure) else Failure(Status.FAILED, f"unexpected reply {type(reply).__name__}")
+def _row(run: Sweep, job: Point, backend: str, **values) -> Row:
+    """A row of this point: the point's columns, then the replies' fields (``harness.protocol``)."""
+    values.setdefault("device", "")
+    if not values["device"]:  # the backend never reported one (it did not start): derived
+        values["device"] = results.nominal_device(backend, run.plan.has_gpu)
+    return Row(backend=backend, dtype=job.dtype, batch=job.batch, hidden=job.hidden, machine=run.plan.machine,
+               commit=run.commit, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), **values)  # fmt: skip
 
 
-def _blank(value):
-    return "" if value is None else value
-
-
-def _startup(ready: Ready, fresh: bool | None):
-    """The worker's start-up seconds, on the row of its first call only."""
-    return ready.startup_seconds if fresh else ""
+def _drop(run: Sweep, backend: str, dtype: str, reply: Failure) -> None:
+    """Forget a worker that ended (a device fault) or died: the next point starts a fresh one."""
+    if reply.fatal or not run.workers[(backend, dtype)].alive:
+        run.workers.pop((backend, dtype)).kill()
 
 
 def resolve_backends(requested: Iterable[str] | None) -> list[str]:

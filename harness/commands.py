@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import backends
-from backends.base import DTYPES, UnsupportedProblem, logged_iterations, simulated, train
+from backends.base import DTYPES, UnsupportedProblem, logged_iterations, train
 
 #: Most iterations of one ``run`` (2^31 - 1, far more than any benchmark run needs) and most
 #: logged losses (the loss buffer is allocated before the loop starts).
 MAX_RUN_ITERATIONS = (1 << 31) - 1
 MAX_LOGGED = 1 << 24
-#: A problem may take at most this share of the memory available now (as ``bench`` admits points).
-MEMORY_SHARE = 0.7
 DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
@@ -40,7 +37,7 @@ def cmd_list(args) -> int:
     for name in backends.names():
         why = backends.availability(name)
         state = "available" if why is None else f"unavailable: {why}"
-        print(f"{name:<{width}}  {state:<40}  {backends.REGISTRY[name].summary}")
+        print(f"{name:<{width}}  {state:<40}  {backends.declared(name, 'SUMMARY', '')}")
     return 0
 
 
@@ -56,7 +53,7 @@ def _require(name: str):
 def cmd_run(args) -> int:
     from harness.problems import SEED_DEFAULTS, scaled
 
-    module = _require(args.backend)
+    backend = _require(args.backend)
     if args.problem == "scaled":
         try:
             problem = scaled(args.batch, args.hidden, args.dtype, args.seed)
@@ -74,17 +71,12 @@ def cmd_run(args) -> int:
     if logged > MAX_LOGGED:
         raise UsageError(f"--log-every {log_every} would log {logged} losses (at most {MAX_LOGGED}); log less often")
     _admit_memory(args.backend, problem)
-    from backends.base import compilations_of
-    from harness.timing import cache_state
+    from harness.timing import first_call
 
-    before = compilations_of(module)
-    start = time.perf_counter()
-    try:
-        result = train(module, problem, iterations, log_every)
+    try:  # the whole run is its first call: timed and counted as the sweep times a point's first call
+        result, seconds, cache = first_call(backend, lambda: train(backend, problem, iterations, log_every))
     except UnsupportedProblem as exc:
         raise UsageError(f"{args.backend}: {exc}") from None
-    seconds = time.perf_counter() - start
-    cache = cache_state(module, before, compilations_of(module))
     trace = list(zip(logged_iterations(iterations, log_every), result.losses.tolist()))
     if args.json:
         print(json.dumps({
@@ -103,16 +95,12 @@ def cmd_run(args) -> int:
 
 
 def _admit_memory(backend: str, problem) -> None:
-    """Refuse a problem that would not fit in the memory available now (``bench``'s rule)."""
-    import psutil
+    """Refuse a problem that would not fit in the memory available now (the sweep's admission rule)."""
+    from harness.plan import memory_refusal
 
-    from harness.plan import bytes_needed
-
-    need = bytes_needed(backend, problem.dtype, problem.batch, max(problem.sizes))
-    free = psutil.virtual_memory().available
-    if need > MEMORY_SHARE * free:
-        raise UsageError(f"{backend} at N={problem.batch}, H={max(problem.sizes)} ({problem.dtype}) needs "
-                         f"~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available")  # fmt: skip
+    why = memory_refusal(backend, problem.dtype, problem.batch, max(problem.sizes))
+    if why:
+        raise UsageError(f"{backend} at N={problem.batch}, H={max(problem.sizes)} ({problem.dtype}) {why}")
 
 
 def cmd_validate(args) -> int:
@@ -131,13 +119,13 @@ def cmd_validate(args) -> int:
         if why:
             print(f"{name:<15} {'(all)':<40} {'':>13}  unavailable: {why}")
             continue
-        module = backends.load(name)
-        cases = validation_cases(quick=args.quick or simulated(module))
-        if simulated(module):
+        backend = backends.load(name)
+        cases = validation_cases(quick=args.quick or backend.SIMULATED)
+        if backend.SIMULATED:
             cases = [c for c in cases if c.iterations <= 2000 and c.problem.batch * max(c.problem.sizes) <= 1024]
             print(f"{name:<15} (CUDA simulator: long and large cases left out; run on a GPU for the full table)")
         for case in cases:
-            v = check(name, case, module)
+            v = check(name, case, backend)
             error = "" if v.error is None else f"{v.error:.2e}"
             verdict = {"ok": f"ok (<= {TOLERANCE[v.dtype]:g})", "FAIL": f"FAIL (> {TOLERANCE[v.dtype]:g})"}.get(
                 v.status, f"{v.status}: {v.detail}"
@@ -183,6 +171,7 @@ def cmd_bench(args) -> int:
     if runs.exists():
         try:
             results.read_runs(runs)
+            results.check_appendable(runs)
         except results.ResultsError as exc:
             raise UsageError(f"{exc}; refusing to append (choose another --out or --machine)") from None
     try:

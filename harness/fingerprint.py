@@ -10,10 +10,11 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = (
-    "numpy", "scipy", "numba", "llvmlite", "numba-cuda", "numba-cuda-mlir", "pandas", "matplotlib",
-    "jax", "jaxlib", "torch", "cupy-cuda12x", "cupy-cuda13x", "cupy",
-)  # fmt: skip
+import backends
+
+# What the harness itself and the backends' libraries run on; the backends' own packages are added
+# from their declarations (``backends.packages``).
+SUPPORT_PACKAGES = ("numpy", "scipy", "llvmlite", "pandas", "matplotlib", "jaxlib")
 ENV_PREFIXES = ("OPENBLAS_", "NUMBA_", "OMP_", "MKL_", "XLA_", "JAX_", "CUDA_VISIBLE_DEVICES", "TORCH_")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,7 +92,7 @@ def fingerprint(extra: dict | None = None) -> dict:
     from threadpoolctl import threadpool_info
 
     versions = {}
-    for pkg in PACKAGES:
+    for pkg in dict.fromkeys((*SUPPORT_PACKAGES, *backends.packages())):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

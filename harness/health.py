@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends.base import Problem
-from backends.numpy_ref import sigmoid
+from backends.numpy_backend import sigmoid
 
 
 @dataclass

@@ -7,9 +7,11 @@ rows go into ``<out>/<machine>/runs.csv``, where ``<machine>`` is the name the f
 
 * rows are never rewritten; a row already in the target (same point, repeat, commit and
   timestamp) is not appended twice, so importing the same folder again adds nothing;
-* the ``device`` of each row is derived from the source fingerprint (``results.fill_device``), and
-  an empty ``library`` is the backend's package at the version the fingerprint lists (empty
-  where it lists none);
+* the rows are read as ``harness.results.Row`` objects, whatever the source's layout (the one
+  migration, ``harness.schema.upgrader``), and appended in the newest;
+* an empty ``device`` of a row is derived from the source fingerprint (``results.nominal_device``),
+  and an empty ``library`` is the backend's declared package at the version the fingerprint lists
+  (empty where it lists none);
 * when two source files hold the same point at the same commit (a side-by-side re-run, say), the
   first file in name order supplies it and the other's rows of that point are left out (counted,
   and kept in the verbatim copy below): one point, one run;
@@ -23,7 +25,8 @@ Everything is read and checked before anything is written; a bad source is a ``R
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 
 from harness import results
@@ -52,26 +55,15 @@ def folder_name(fingerprint: dict) -> str:
 
 
 def _library(backend: str, fingerprint: dict) -> str:
-    """'<package> <version>' from the source fingerprint's versions, for rows without a library."""
+    """'<package> <version>' from the source fingerprint's versions, for rows without a library;
+    "" where the fingerprint lists no version of the backend's declared package."""
     import backends
 
-    entry = backends.REGISTRY.get(backend)
-    versions = fingerprint.get("versions") or {}
-    if entry is None or not entry.package:
+    package = backends.declared(backend, "PACKAGE")
+    listed = {**(fingerprint.get("versions") or {}), "python": fingerprint.get("python")}  # the interpreter's too
+    if not package or not any(listed.get(dist) for dist in backends.distributions(package)):
         return ""
-    if entry.package == "python":
-        return f"python {fingerprint['python']}" if fingerprint.get("python") else ""
-    for dist in backends.distributions(entry.package):
-        if dist in versions:
-            return f"{entry.package} {versions[dist]}"
-    return ""
-
-
-def _cell(value) -> str:
-    """A value as runs.csv spells it (floats round-trip exactly; NaN is the empty cell)."""
-    if isinstance(value, float):
-        return "" if value != value else repr(value)
-    return str(value)
+    return backends.library_of(package, listed.get)
 
 
 def import_results(source: Path, out: Path, note: str = "", machine: str | None = None) -> Imported:
@@ -92,27 +84,29 @@ def import_results(source: Path, out: Path, note: str = "", machine: str | None 
 
     existing: set[tuple] = set()
     if report.runs.exists():
-        frame, _ = results.read_runs(report.runs)
-        existing = {tuple(_cell(v) for v in row) for row in frame[list(KEY)].itertuples(index=False)}
+        existing = {row.key(KEY) for row in results.read_rows(report.runs)[0]}
+    has_gpu = results.machine_has_gpu(fingerprint)
+    device_of = cache(lambda backend: results.nominal_device(backend, has_gpu))
+    library_of = cache(lambda backend: _library(backend, fingerprint))
     rows, seen_points = [], {}
     for path in files:
-        frame, bad = results.read_runs(path)
+        stored, bad = results.read_rows(path)
         if bad:
             report.bad[path.name] = bad
-        frame = results.fill_device(frame, fingerprint)
-        frame = frame.assign(library=[lib or _library(b, fingerprint) for b, lib in zip(frame["backend"], frame["library"])])
-        for row in frame.to_dict("records"):
-            point = tuple(_cell(row[c]) for c in POINT)
-            owner = seen_points.setdefault(point, path.name)
+        for row in stored:
+            owner = seen_points.setdefault(row.key(POINT), path.name)
             if owner != path.name:
                 report.shadowed[path.name] = report.shadowed.get(path.name, 0) + 1
                 continue
-            key = tuple(_cell(row[c]) for c in KEY)
+            key = row.key(KEY)
             if key in existing:
                 report.already += 1
                 continue
             existing.add(key)
-            rows.append({c: _cell(row.get(c, "")) for c in results.COLUMNS})
+            rows.append(replace(row, device=row.device or device_of(row.backend),
+                                library=row.library or library_of(row.backend)))  # fmt: skip
+    if report.runs.exists():
+        results.check_appendable(report.runs)
 
     # Checked; now written: the copy, the rows (one append), then machine.json (atomic).
     copy = target / "imported" / source.name

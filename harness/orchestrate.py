@@ -48,10 +48,10 @@ def gpu_ceilings(log: Log = _stderr) -> dict:
 
 
 def uses_cuda(names) -> bool:
-    """A backend whose loop is a numba CUDA compiler's: the GPU floor prices its points."""
+    """A Numba GPU backend among ``names``: the GPU floor prices its points."""
     import backends
 
-    return any((backends.REGISTRY[n].package or "").startswith("numba-cuda") for n in names)
+    return bool(backends.of_family("numba", "gpu", among=names))
 
 
 def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int, plots: bool = True,

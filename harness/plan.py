@@ -64,9 +64,22 @@ def grid(preset: Preset) -> list[tuple[str, int, int]]:
 
 
 def bytes_needed(backend: str, dtype: str, batch: int, hidden: int) -> float:
-    """Rough peak memory of one point: a few N x H arrays (Python floats in lists cost ~40 B each)."""
-    per_element = 40 * 6 if backend == "python" else 8 * 6
-    return per_element * batch * hidden * (1 if dtype == "float64" or backend == "python" else 0.5)
+    """Rough peak memory of one point: the backend's declared estimate (``Backend.memory_bytes``),
+    read without running it; the default estimate for a name whose file cannot be read here."""
+    import backends
+    from backends.base import Backend
+
+    return backends.declared(backend, "memory_bytes", Backend.memory_bytes)(dtype, batch, hidden)
+
+
+def memory_refusal(backend: str, dtype: str, batch: int, hidden: int) -> str | None:
+    """Why a point would not fit in the memory available now (more than MEMORY_SHARE of it), or None.
+    The sweep's admission and ``python -m harness run`` both ask this."""
+    free = psutil.virtual_memory().available
+    need = bytes_needed(backend, dtype, batch, hidden)
+    if need > MEMORY_SHARE * free:
+        return f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available"
+    return None
 
 
 class Predictor:
@@ -93,10 +106,9 @@ def admit(preset: Preset, predictor: Predictor, backend: str, point: tuple, vali
     dtype, batch, hidden = point
     if elapsed > preset.total_budget:
         return f"sweep time budget of {preset.total_budget:.0f} s used up"
-    free = psutil.virtual_memory().available
-    need = bytes_needed(backend, dtype, batch, hidden)
-    if need > MEMORY_SHARE * free:
-        return f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available"
+    memory = memory_refusal(backend, dtype, batch, hidden)
+    if memory:
+        return memory
     guess = predictor.predict(backend, dtype, batch * hidden)
     if guess:
         per_iteration, from_work = guess

@@ -1,4 +1,8 @@
-"""How one point (backend, dtype, N, H) is measured: the timing policy, in one place.
+"""How one point (backend, dtype, N, H) is measured: the timing policy, and nothing else.
+
+The messages that carry its results between processes are ``harness.protocol``; the sweep that
+applies it across backends is ``harness.bench``; what may run at all (time and memory budgets) is
+``harness.plan``.
 
 In the worker process of the backend (``harness.worker`` calls ``measure_point`` and ``timed_run``;
 the sweep starts one worker per backend and dtype, so every dtype's first point runs in a fresh
@@ -8,10 +12,12 @@ process):
    ``fetch``, timed as a whole: ``compile_seconds``, whatever the first call had to build. The
    backend's ``compilations()`` counters before and after give the row's ``cache``
    (``cache_state``: ``cold``, ``disk``, ``memory``, ``none`` or ``unknown``) and ``fresh`` says
-   whether it was the worker's first call at all. Before a fresh call the worker has only imported
-   the backend and run its availability check, whose time (``Ready.startup_seconds``) the row
-   carries as ``startup_seconds``: what else a fresh process pays before its first result (for
-   torch-compile that check compiles a trial step, so Inductor's own start-up is counted there).
+   whether it was the worker's first call at all (``first_call`` is that timing and counting, for
+   any call: ``python -m harness run`` reports its whole run's ``cache`` with it). Before a fresh
+   call the worker has only imported the backend and run its availability check, whose time
+   (``Ready.startup_seconds``) the row carries as ``startup_seconds``: what else a fresh process
+   pays before its first result (for torch-compile that check compiles a trial step, so
+   Inductor's own start-up is counted there).
 2. **Validation, both paths.** ``validation_iterations`` iterations with logging: weights and loss
    trace against the float64 NumPy reference (``harness.agreement.TOLERANCE``); then the same
    iterations with ``log_every = 0``, the path every timed run takes (a branch of its own in jax
@@ -28,14 +34,15 @@ process):
    iterations timed alone (``seconds``: the device-resident loop, synchronised) and with the copies
    (``seconds_e2e``).
 
-In the parent (``harness.bench``): validation runs ``validation_iterations(work)`` iterations (a
-few at small points, fewer where the NumPy reference itself is slow); a point predicted from the
-backend's smaller points (``point_cost``) to exceed the point budget is skipped before it runs;
-``repeats_for`` gives the repeats (fewer for long runs); the repeats are interleaved: every
-round runs each backend once in a fresh random order (``rounds``), and before each timed request
-the worker that ran last is let go idle (``harness.worker.wait_until_idle``: BLAS and OpenMP pools
-busy-wait after a parallel call). Spread between repeats above ``UNSTABLE_SPREAD`` (pyperf's rule)
-is counted, above ``LOUD_SPREAD`` reported point by point.
+For the parent (``harness.bench`` applies them): validation runs ``validation_iterations(work)``
+iterations (a few at small points, fewer where the NumPy reference itself is slow); a point
+predicted from the backend's smaller points (``point_cost``) to exceed the point budget is skipped
+before it runs (``harness.plan.admit``); ``repeats_for`` gives the repeats (fewer for long runs);
+the repeats are interleaved: every round runs each backend once in a fresh random order
+(``rounds``), and before each timed request the sweep lets the worker that ran last go idle
+(``harness.worker.wait_until_idle``: BLAS and OpenMP pools busy-wait after a parallel call).
+Spread between repeats above ``UNSTABLE_SPREAD`` (pyperf's rule) is counted, above
+``LOUD_SPREAD`` reported point by point.
 """
 
 from __future__ import annotations
@@ -44,12 +51,16 @@ import math
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
-from backends.base import TrainResult, UnsupportedProblem
-from harness.results import Status
+from backends.base import TrainResult, UnsupportedProblem, train
+from harness.protocol import Calibrated, Failure, FirstCall, PointRequest
+from harness.schema import Status
+
+T = TypeVar("T")
 
 # --- the policy's numbers ---------------------------------------------------------------------
 #: Most iterations of one timed run.
@@ -75,83 +86,6 @@ UNSTABLE_SPREAD = 0.10
 LOUD_SPREAD = 0.25
 
 
-# --- the messages between parent and worker ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PointRequest:
-    backend: str
-    dtype: str
-    batch: int
-    hidden: int
-    seed: int
-    validate_iterations: int
-    log_every: int
-    min_time: float  # a timed run shorter than this is too short to trust: T is raised until it is not
-    max_iterations: int
-    reference: TrainResult = field(repr=False, compare=False, default=None)
-
-
-@dataclass(frozen=True)
-class RepeatRequest:
-    """One more timed run of the calibrated T iterations."""
-
-
-@dataclass(frozen=True)
-class CloseRequest:
-    pass
-
-
-@dataclass(frozen=True)
-class Ready:
-    """The worker's greeting: it imported the backend, which runs ``library`` on ``device``;
-    ``startup_seconds``: from the worker's start (Python and the harness, NumPy included, already
-    imported) to this greeting: the backend's imports and its availability check."""
-
-    library: str
-    device: str
-    startup_seconds: float = float("nan")
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Calibrated:
-    compile_seconds: float
-    max_rel_error: float
-    iterations: int
-    seconds_per_iteration: float
-    threads: int | None
-    cache: str = "unknown"  # what the first call built (CACHE_STATES)
-    fresh: bool = False  # the first call was the worker process's first
-
-
-@dataclass(frozen=True)
-class Timed:
-    seconds: float
-    seconds_e2e: float
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Any answer that is not a timing: its row's status and reason. ``fatal``: the worker ended
-    after answering (a device fault) and must be replaced."""
-
-    status: Status
-    reason: str
-    compile_seconds: float | None = None
-    max_rel_error: float | None = None
-    fatal: bool = False
-    cache: str = ""
-    fresh: bool | None = None
-
-
-Reply = Ready | Unavailable | Calibrated | Timed | Failure
-
-
 # --- in the worker ------------------------------------------------------------------------------
 
 
@@ -159,11 +93,9 @@ def finite(result: TrainResult) -> bool:
     return all(np.all(np.isfinite(w)) for w in result.weights) and bool(np.all(np.isfinite(result.losses)))
 
 
-def cache_state(module, before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
+def cache_state(backend, before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
     """What a call built, from the backend's ``compilations()`` before and after it."""
-    from backends.base import compiles
-
-    if not compiles(module):
+    if not backend.COMPILES:
         return "none"
     if before is None or after is None:
         return "unknown"
@@ -171,14 +103,24 @@ def cache_state(module, before: tuple[int, int] | None, after: tuple[int, int] |
     return "cold" if built > loaded else "disk" if loaded else "memory"
 
 
-def timed_run(module, problem, iterations: int) -> tuple[float, float, TrainResult]:
+def first_call(backend, call: Callable[[], T]) -> tuple[T, float, str]:
+    """Run ``call()`` timed, counting what it built: (its value, wall seconds, ``cache_state``).
+    Step 1 of the policy, and ``python -m harness run``'s elapsed time and cache."""
+    before = backend.compilations()
+    start = time.perf_counter()
+    value = call()
+    seconds = time.perf_counter() - start
+    return value, seconds, cache_state(backend, before, backend.compilations())
+
+
+def timed_run(backend, problem, iterations: int) -> tuple[float, float, TrainResult]:
     """Seconds of ``run`` alone and of prepare + run + fetch; preparation is a fresh copy each time."""
     start = time.perf_counter()
-    state = module.prepare(problem)
+    state = backend.prepare(problem)
     begin = time.perf_counter()
-    module.run(state, iterations, 0)  # returns only when finished (backends synchronise)
+    backend.run(state, iterations, 0)  # returns only when finished (backends synchronise)
     end = time.perf_counter()
-    result = module.fetch(state)
+    result = backend.fetch(state)
     done = time.perf_counter()
     return end - begin, done - start, result
 
@@ -214,48 +156,38 @@ class _Unhealthy(Exception):
         self.failure = failure
 
 
-def measure_point(module, problem, request: PointRequest, threads: int | None, fresh: bool = False,
+def measure_point(backend, problem, request: PointRequest, threads: int | None, fresh: bool = False,
                   rows=None) -> Calibrated | Failure:  # fmt: skip
     """Steps 1-4 of the policy for one point: first call, validation of both paths, calibration
     with the health of every run's end state (``rows``: ``harness.health.distinct_rows(problem)``,
     computed here when not given)."""
-    from backends.base import compilations_of
     from harness.agreement import TOLERANCE, max_relative_error
     from harness.health import distinct_rows
 
     tolerance = TOLERANCE[request.dtype]
     reference = request.reference
-    before = compilations_of(module)
-    start = time.perf_counter()
     try:
-        state = module.prepare(problem)
-        module.run(state, 1, 0)
-        module.fetch(state)
+        _, seconds, cache = first_call(backend, lambda: train(backend, problem, 1, 0))
     except UnsupportedProblem as exc:
         return Failure(Status.SKIPPED, f"unsupported: {exc}")
-    first_call = time.perf_counter() - start
-    first = dict(compile_seconds=first_call, cache=cache_state(module, before, compilations_of(module)), fresh=fresh)
+    first = FirstCall(seconds, cache, fresh)
 
-    state = module.prepare(problem)
-    module.run(state, request.validate_iterations, request.log_every)
-    result = module.fetch(state)
+    result = train(backend, problem, request.validate_iterations, request.log_every)
     if not finite(result):
-        return Failure(Status.UNHEALTHY, "NaN or inf in weights or losses", **first)
+        return Failure(Status.UNHEALTHY, "NaN or inf in weights or losses", first)
     error = max_relative_error(result, reference)
     if not error <= tolerance:
-        return Failure(Status.INVALID, f"max relative error {error:.3g} > {tolerance:g} vs float64 numpy", max_rel_error=error, **first)
-    state = module.prepare(problem)
-    module.run(state, request.validate_iterations, 0)
-    unlogged = module.fetch(state)
+        return Failure(Status.INVALID, f"max relative error {error:.3g} > {tolerance:g} vs float64 numpy", first, error)
+    unlogged = train(backend, problem, request.validate_iterations, 0)
     silent = max_relative_error(unlogged, TrainResult(reference.weights, np.empty(0)))
     if not (finite(unlogged) and silent <= tolerance):
         return Failure(Status.INVALID, f"the unlogged (timed) path: max relative error {silent:.3g} > {tolerance:g} "
-                       "vs float64 numpy", max_rel_error=silent, **first)  # fmt: skip
+                       "vs float64 numpy", first, silent)  # fmt: skip
 
     rows = distinct_rows(problem) if rows is None else rows
 
     def run_seconds(iterations: int) -> float:
-        seconds, _, result = timed_run(module, problem, iterations)
+        seconds, _, result = timed_run(backend, problem, iterations)
         failure = unhealthy(problem, result, iterations, rows)
         if failure:
             raise _Unhealthy(failure)
@@ -264,11 +196,11 @@ def measure_point(module, problem, request: PointRequest, threads: int | None, f
     try:
         iterations, seconds = calibrate(run_seconds, request.min_time, request.max_iterations)
     except _Unhealthy as bad:
-        return Failure(bad.failure.status, bad.failure.reason, max_rel_error=max(error, silent), **first)
-    return Calibrated(first_call, max(error, silent), iterations, seconds / iterations, threads, first["cache"], fresh)
+        return Failure(bad.failure.status, bad.failure.reason, first, max(error, silent))
+    return Calibrated(first, max(error, silent), iterations, seconds / iterations, threads)
 
 
-# --- in the parent ------------------------------------------------------------------------------
+# --- for the parent ------------------------------------------------------------------------------
 
 
 def validation_iterations(work: int, preset_iterations: int) -> int:

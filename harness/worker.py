@@ -1,7 +1,7 @@
 """One backend in its own process, so a crash, a hang or an abort costs one point, not the sweep.
 
 The parent (``harness.bench``) sends typed requests over a pipe and the worker answers each with
-a typed reply (``harness.timing``: the messages and what each measurement does):
+a typed reply (``harness.protocol``: the messages; ``harness.timing``: what each measurement does):
 
   PointRequest   -> Calibrated (validated, first call timed, T calibrated) or Failure
   RepeatRequest  -> Timed (one timed run of T iterations from fresh initial weights) or Failure
@@ -17,10 +17,9 @@ import os
 import time
 import traceback
 
-from backends.base import DeviceFault, set_threads_of, threads_of
+from backends.base import DeviceFault
 from harness import timing
-from harness.results import Status
-from harness.timing import (
+from harness.protocol import (
     Calibrated,
     CloseRequest,
     Failure,
@@ -31,39 +30,41 @@ from harness.timing import (
     Timed,
     Unavailable,
 )
+from harness.schema import Status
 
 
 class _Runner:
     def __init__(self, backend: str, threads: int | None):
         import backends
 
-        self.module = backends.load(backend)  # availability was checked by _serve
+        self.backend = backends.load(backend)  # availability was checked by _serve
         self.loaded = time.perf_counter()  # before the harness's thread settings (threadpoolctl, numba)
         if threads:
-            apply_threads(self.module, threads)
+            apply_threads(self.backend, threads)
         self.problem = None
         self.rows = None  # the problem's distinct rows, for the health of each repeat's end state
         self.iterations = 1
         self.served = 0  # points asked of this process so far
 
     def point(self, request: PointRequest) -> Calibrated | Failure:
+        """The problem is rebuilt here from the seed; the request carries only the reference's weights."""
         from harness.health import distinct_rows
         from harness.problems import scaled
 
         self.problem = scaled(request.batch, request.hidden, request.dtype, request.seed)
         self.rows = distinct_rows(self.problem)
         fresh, self.served = self.served == 0, self.served + 1
-        reply = timing.measure_point(self.module, self.problem, request, threads_of(self.module), fresh, self.rows)
+        reply = timing.measure_point(self.backend, self.problem, request, self.backend.threads(), fresh, self.rows)
         if isinstance(reply, Calibrated):
             self.iterations = reply.iterations
         return reply
 
     def repeat(self) -> Timed | Failure:
-        seconds, e2e, result = timing.timed_run(self.module, self.problem, self.iterations)
+        seconds, e2e, result = timing.timed_run(self.backend, self.problem, self.iterations)
         return timing.unhealthy(self.problem, result, self.iterations, self.rows) or Timed(seconds, e2e)
 
 
-def apply_threads(module, threads: int) -> None:
+def apply_threads(backend, threads: int) -> None:
     """Give every CPU library the same thread count (BLAS, Numba, and the backend's own pool)."""
     from threadpoolctl import threadpool_limits
 
@@ -74,7 +75,7 @@ def apply_threads(module, threads: int) -> None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
-    set_threads_of(module, threads)
+    backend.set_threads(threads)
 
 
 def _serve(conn, backend: str, threads: int | None) -> None:
@@ -92,11 +93,11 @@ def _serve(conn, backend: str, threads: int | None) -> None:
         return
     try:
         runner = _Runner(backend, threads)
+        ready = Ready(backends.library(backend), runner.backend.runs_on(), runner.loaded - start)  # runs_on: in this process
     except Exception as exc:
         conn.send(Failure(Status.FAILED, f"{type(exc).__name__}: {exc}"))
         return
-    startup = runner.loaded - start
-    conn.send(Ready(backends.library(backend), runner.module.DEVICE, startup))  # where it runs in this process
+    conn.send(ready)
     while True:
         try:
             request = conn.recv()

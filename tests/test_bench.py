@@ -1,4 +1,7 @@
-"""The sweep engine, tested with fake backends that are slow, wrong, crashing, hanging or greedy."""
+"""The sweep engine, tested with fake backends that are slow, wrong, crashing, hanging or greedy.
+
+The sweeps of several points and backends are marked slow (more than ~5 s on 2 cores); the short
+ones (one or two backends, one to four points) stay in the fast tier, end to end."""
 
 import os
 import signal
@@ -8,10 +11,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from harness import bench, plan, results
+import backends
+from backends.numpy_backend import Numpy
+from harness import bench, plan, protocol, results, timing
 from harness.bench import Plan, Preset, sweep
-from harness.timing import PointRequest, RepeatRequest
+from harness.protocol import PointRequest, RepeatRequest
 
 TINY = Preset(batch=(4, 16), hidden=(4, 8), dtypes=("float64",), repeats=2, min_time=0.002, point_budget=5.0,
               total_budget=120.0, validate_iterations=3)  # fmt: skip
@@ -26,6 +32,7 @@ def run_sweep(tmp_path, names, preset=TINY, **kw) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.slow
 def test_every_fault_is_recorded_and_other_points_survive(tmp_path, fakes):
     names = ["numpy", "fake-good", "fake-wrong", "fake-raise", "fake-abort", "fake-nan", "fake-hog", "fake-unavailable"]
     frame = run_sweep(tmp_path, names)
@@ -64,18 +71,19 @@ def test_the_timed_trajectory_is_certified_healthy_not_only_the_validated_one(tm
     assert set(frame[frame["backend"] == "numpy"]["status"]) == {"ok"}
 
 
+@pytest.mark.slow
 def test_each_dtype_starts_in_a_fresh_process_and_the_cache_is_recorded(tmp_path, fakes):
     preset = Preset(batch=(4, 16), hidden=(4,), dtypes=("float64", "float32"), repeats=1, min_time=0.002,
                     point_budget=5.0, total_budget=120.0, validate_iterations=2)  # fmt: skip
     frame = run_sweep(tmp_path, ["numpy", "fake-compiles", "fake-good"], preset=preset)
     assert set(frame["status"]) == {"ok"}
     first = frame.groupby(["backend", "dtype"])["batch"].transform("min") == frame["batch"]
-    assert (frame["fresh"] == first.map(str)).all()  # the smallest point of each dtype: a new worker
+    assert (frame["fresh"] == first).all()  # the smallest point of each dtype: a new worker
     cache = frame.groupby("backend")["cache"].agg(set).to_dict()
     assert cache == {"numpy": {"none"}, "fake-compiles": {"cold"}, "fake-good": {"unknown"}}
     compiles = frame[frame["backend"] == "fake-compiles"]
     assert (compiles["compile_seconds"] >= 1.0).all()  # its one-second compile, on the timed path
-    fresh = frame["fresh"] == "True"
+    fresh = frame["fresh"] == True  # noqa: E712  (True, False or None)
     assert (frame.loc[fresh, "startup_seconds"] > 0).all() and frame.loc[~fresh, "startup_seconds"].isna().all()
 
 
@@ -102,6 +110,7 @@ def test_every_row_names_the_library_that_ran_it(tmp_path, fakes):
     assert library["fake-unavailable"] == {""}  # never started
 
 
+@pytest.mark.slow
 def test_a_hang_is_stopped_by_the_timeout(tmp_path, fakes):
     preset = Preset((4,), (4, 8), ("float64",), 2, 0.002, 0.1, 60.0, 2)
     start = time.monotonic()
@@ -121,6 +130,7 @@ def test_a_backend_too_slow_for_the_budget_is_predicted_and_skipped(tmp_path, fa
     assert "predicted" in by_batch.loc[256, "reason"] and "budget" in by_batch.loc[256, "reason"]
 
 
+@pytest.mark.slow
 def test_compilation_on_the_timed_path_does_not_poison_the_budget_prediction(tmp_path, fakes):
     """A JIT that compiles again for the timed (unlogged) path must not be timed as one iteration."""
     preset = Preset((1, 2, 64), (4,), ("float64",), 2, 0.001, 4.0, 60.0, 2)
@@ -144,10 +154,11 @@ def test_wait_until_idle_waits_for_spinning_threads_only():
     """A process that burns CPU for 0.4 s after it starts (as BLAS pools do after a call) is waited for."""
     from harness.worker import wait_until_idle
 
-    code = "import time\nend = time.perf_counter() + 0.4\nwhile time.perf_counter() < end: pass\ntime.sleep(30)"
-    spinner = subprocess.Popen([sys.executable, "-c", code])
+    code = ("import time\nprint('spinning', flush=True)\nend = time.perf_counter() + 0.4\n"
+            "while time.perf_counter() < end: pass\ntime.sleep(30)")  # fmt: skip
+    spinner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.05)
+        assert spinner.stdout.readline() == "spinning\n"  # its start-up (quiet while it reads files) is over
         waited = wait_until_idle(spinner.pid, max_wait=5.0)
         assert 0.2 < waited < 4.0, waited  # it spins until ~0.4 s after start, then sleeps
         assert wait_until_idle(spinner.pid, max_wait=5.0) < 0.5  # now idle: one short window
@@ -180,10 +191,58 @@ def test_the_last_worker_settles_before_another_backend_is_timed(tmp_path, fakes
     assert switches and [(i, calls[i - 1]) for i in switches] == settled
 
 
-def test_memory_estimate_skips_points_that_cannot_fit(tmp_path, monkeypatch):
-    monkeypatch.setattr(plan, "bytes_needed", lambda *a: float(1 << 60))
-    frame = run_sweep(tmp_path, ["numpy"], Preset((4,), (4,), ("float64",), 1, 0.001, 5.0, 60.0, 2))
-    assert list(frame["status"]) == ["skipped"] and "GiB" in frame["reason"].iloc[0]
+class Huge(Numpy):
+    """numpy declaring a peak memory no machine has: admission must refuse it before it runs."""
+
+    NAME = "fake-huge"
+    BYTES_PER_ELEMENT = 1e30
+
+
+@pytest.fixture
+def huge(monkeypatch):
+    monkeypatch.setitem(backends.REGISTRY, "fake-huge", __name__)
+    return "fake-huge"
+
+
+def test_memory_admission_uses_the_declared_estimate(tmp_path, huge, monkeypatch):
+    assert plan.bytes_needed(huge, "float64", 4, 4) == Huge.memory_bytes("float64", 4, 4) == 16 * 1e30
+    assert plan.bytes_needed("python", "float32", 4, 4) == backends.info("python").memory_bytes("float32", 4, 4)
+    assert plan.memory_refusal("numpy", "float64", 4, 4) is None
+    started = []
+    monkeypatch.setattr(bench, "Worker", lambda *a, **k: started.append(a))  # admission comes first
+    frame = run_sweep(tmp_path, [huge], Preset((4,), (4, 8), ("float64",), 1, 0.001, 5.0, 60.0, 2))
+    assert list(frame["status"]) == ["skipped", "skipped"] and not started
+    assert frame["reason"].str.contains("GiB available").all() and set(frame["device"]) == {"cpu"}
+
+
+def test_run_and_the_sweep_share_the_first_call_logic(monkeypatch, capsys):
+    """``run --json``'s cache and a sweep row's cache come from one function, timing.cache_state."""
+    import json
+
+    from harness.agreement import reference_result
+    from harness.cli import main
+    from harness.problems import scaled
+    from harness.worker import _Runner
+
+    seen = []
+
+    def cache_state(backend, before, after):
+        seen.append(backend.NAME)
+        return "disk"
+
+    monkeypatch.setattr(timing, "cache_state", cache_state)
+    assert main(["run", "--backend", "numpy", "--problem", "scaled", "--batch", "4", "--hidden", "4", "--iterations", "3",
+                 "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["cache"] == "disk" and seen == ["numpy"]
+    reference = reference_result(scaled(4, 4, "float64", 0), 2, 1)
+    request = PointRequest("numpy", "float64", 4, 4, 0, 2, 1, 0.001, 1 << 10, reference)
+    calibrated = _Runner("numpy", 1).point(request)  # what the sweep's worker runs for a point
+    assert isinstance(calibrated, protocol.Calibrated) and seen == ["numpy", "numpy"]
+    job = bench.Point("float64", 4, 4, 2)
+    job.calibrated["numpy"] = (protocol.Ready("numpy x", "cpu", 0.1), calibrated)
+    run = bench.Sweep(Plan(TINY, ["numpy"], Path("."), "m"), "c")
+    rows = bench._rows(run, job, {"numpy": [protocol.Timed(0.1, 0.1)]}, {}, log=lambda m: None)
+    assert [(r.cache, r.fresh, r.startup_seconds, r.status) for r in rows] == [("disk", True, 0.1, results.Status.OK)]
 
 
 def test_repeats_are_interleaved_across_backends(tmp_path, fakes, monkeypatch):
@@ -214,6 +273,7 @@ def _cli(*args, env=None, timeout=120):
                           env=env, timeout=timeout)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_sweep_leaves_valid_csv_and_resume_completes_it(tmp_path, fakes):
     """SIGKILL mid-sweep: every finished point is intact, no partial line; a rerun adds only the rest."""
     env = dict(os.environ)

@@ -10,19 +10,21 @@ import pytest
 import backends
 from harness.agreement import TOLERANCE, max_relative_error, reference_result
 from harness.problems import scaled
+from tests.helpers import usable
 
 # (batch, hidden, iterations per timed call): small, medium, and a point where BLAS matters.
 POINTS = [(4, 4, 200), (64, 64, 20), (1024, 256, 3)]
 
 
+# torch.compile's first calls take several seconds per shape: the slow tier.
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n == "torch-compile" else n for n in backends.names()]
+
+
 @pytest.mark.parametrize("batch,hidden,iterations", POINTS, ids=[f"N{b}-H{h}" for b, h, _ in POINTS])
-@pytest.mark.parametrize("name", backends.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_training_loop(benchmark, name, batch, hidden, iterations):
-    why = backends.availability(name)
-    if why:
-        pytest.skip(f"{name} unavailable here: {why}")
-    module = backends.load(name)
-    if getattr(module, "SIMULATED", False) and batch * hidden > 64:
+    module = usable(name)
+    if module.SIMULATED and batch * hidden > 64:
         pytest.skip("CUDA simulator: only the smallest point (timings there are meaningless anyway)")
     if name == "python" and batch * hidden > 4096:
         pytest.skip("pure Python: seconds per iteration at this size; covered by the sweep's budget")

@@ -40,6 +40,7 @@ def test_run_json_output(capsys):
     assert [len(w) for w in data["weights"]] == [3, 3] and data["dtype"] == "float32"
 
 
+@pytest.mark.slow  # imports every backend's library / measures the ceilings
 def test_list_names_every_backend_with_a_reason(capsys, fakes):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -48,6 +49,7 @@ def test_list_names_every_backend_with_a_reason(capsys, fakes):
     assert "unavailable: needs the fake accelerator" in out
 
 
+@pytest.mark.slow  # imports every backend's library / measures the ceilings
 def test_validate_passes_for_good_and_fails_for_a_wrong_backend(capsys, fakes):
     assert main(["validate", "--backends", "fake-good", "--quick"]) == 0
     assert "all available backends agree" in capsys.readouterr().out
@@ -142,6 +144,42 @@ def test_bench_refuses_unusable_results_and_leaves_them_untouched(tmp_path, caps
     assert "cannot create results folder" in capsys.readouterr().err
 
 
+def test_bench_refuses_a_folder_it_cannot_append_to(tmp_path, capsys):
+    """A runs.csv with every column in another order, or a folder of a newer schema: refused
+    before anything runs, the files untouched."""
+    from harness.results import COLUMNS, SCHEMA_VERSION
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    runs = folder / "runs.csv"
+    runs.write_text(",".join(reversed(COLUMNS)) + "\n")
+    args = ["bench", "--out", str(tmp_path), "--machine", "m", "--preset", "quick", "--no-progress"]
+    assert main(args) == 2
+    assert "header does not match" in capsys.readouterr().err and runs.read_text() == ",".join(reversed(COLUMNS)) + "\n"
+    runs.write_text(",".join(COLUMNS) + "\n")
+    (folder / "machine.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "newer than this harness" in err
+
+
+def test_import_benchmark_into_an_older_folder_upgrades_it_and_records_the_version(tmp_path):
+    from harness.results import COLUMNS, LAYOUTS, SCHEMA_VERSION, read_machine, read_rows
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "runs.csv").write_text(",".join(LAYOUTS[0]) + "\n")
+    (folder / "machine.json").write_text(json.dumps({"cpu": "c", "schema_version": 1}))
+    data = {"benchmarks": [{"extra_info": {"backend": "numpy", "batch": 4, "hidden": 4, "iterations": 10,
+                                           "dtype": "float64", "max_rel_error": 0.0}, "stats": {"data": [0.1]}}]}  # fmt: skip
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps(data))
+    assert main(["import-benchmark", str(source), "--out", str(tmp_path), "--machine", "m"]) == 0
+    assert (folder / "runs.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert read_machine(folder) == {"cpu": "c", "schema_version": SCHEMA_VERSION}
+    assert [r.seconds for r in read_rows(folder / "runs.csv")[0]] == [0.1]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions, so a read-only folder is writable")
 def test_bench_refuses_a_read_only_results_folder(tmp_path, capsys):
     folder = tmp_path / "m"
@@ -177,6 +215,7 @@ def test_import_benchmark_json_into_the_results_table(tmp_path, capsys):
     assert "not a pytest-benchmark JSON" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # measures the ceilings before its sweep
 def test_a_full_disk_during_a_sweep_is_one_line(tmp_path, capsys, monkeypatch):
     import errno
 

@@ -15,7 +15,15 @@ import pytest
 
 from harness import importing
 from harness.report import compare, draw_all
-from harness.results import ADDED_COLUMNS, COLUMNS, append_rows, fill_device, nominal_device, read_runs
+from harness.results import (
+    ADDED_COLUMNS,
+    COLUMNS,
+    ResultsError,
+    append_rows,
+    fill_device,
+    nominal_device,
+    read_runs,
+)
 
 BATCHES = (4, 64, 1024, 16384)
 GPU_BOX = {"cpu": "Intel(R) Xeon(R) Gold 6430", "cores_logical": 32, "gpus": [{"name": "NVIDIA H100 80GB HBM3"}],
@@ -78,7 +86,12 @@ def test_old_rows_get_their_device_derived_once_and_reported_devices_are_kept(tm
 
 def test_a_device_that_is_neither_cpu_nor_gpu_is_a_bad_line(tmp_path):
     path = tmp_path / "runs.csv"
-    append_rows(path, [row("jax", 4, 4, 0.1, device="gpu"), row("jax", 16, 4, 0.1, device="tpu")])
+    append_rows(path, [row("jax", 4, 4, 0.1, device="gpu")])
+    with pytest.raises(ResultsError, match="tpu"):  # the writer refuses what the reader would
+        append_rows(path, [row("jax", 16, 4, 0.1, device="tpu")])
+    good = path.read_text().splitlines()[-1]
+    with path.open("a") as f:  # a file written by something else
+        f.write(good.replace(",gpu,", ",tpu,").replace(",4,4,", ",16,4,") + "\n")
     frame, bad = read_runs(path)
     assert bad == [3] and list(frame["device"]) == ["gpu"]
 

@@ -53,7 +53,7 @@ def _cuda_ptx(*args: str, stand_in: bool = True) -> subprocess.Popen:
     return _python(code, *args)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module")  # a few minutes: the tests that use it are marked slow
 def compiled() -> dict[str, tuple[int, str, list[dict]]]:
     """Every kernel compiled for ARCHS by each installed compiler (in parallel processes)."""
     compilers = [c for c in COMPILERS if c == "numba-cuda" or not _mlir_missing()]
@@ -104,16 +104,19 @@ def _kernel_names() -> tuple[str, ...]:
     return names["BLOCK_KERNELS"] + names["GRID_KERNELS"] + names["PHASE_KERNELS"]
 
 
+@pytest.mark.slow
 def test_every_kernel_compiles_with_numba_cuda_on_numpy_2_5(compiled):
     _check_every_kernel(compiled["numba-cuda"], "numba-cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_mlir_missing() is not None, reason=f"{_mlir_missing()}; CI installs it with the test extra")
 def test_every_kernel_compiles_with_numba_cuda_mlir(compiled):
     """The same kernel source and signatures as numba-cuda's, through the successor compiler."""
     _check_every_kernel(compiled["numba-cuda-mlir"], "numba-cuda-mlir")
 
 
+@pytest.mark.slow
 def test_the_grid_kernels_are_cooperative():
     """The grid kernels sync the whole grid (so they are launched cooperatively), the others not."""
     code = WITHOUT_ROW_STACK + """

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from harness.gpu_floor import KEYS, gpu_floor_parts, gpu_floor_seconds, has_gpu_ceilings
+from tests.helpers import usable
 
 REPO = Path(__file__).resolve().parent.parent
 #: Illustrative ceilings: the H100 figures of shared/gpu-h100/README.md where it has them
@@ -58,12 +59,12 @@ def test_large_iterations_are_bound_by_sigmoid_throughput():
 
 def test_the_probe_kernels_run(monkeypatch):
     """Under the simulator the probes compute (finite, converging values); on a GPU they are timed."""
-    nc = pytest.importorskip("backends.numba_cuda")
+    nc = usable("numba-cuda")
     if not nc.SIMULATED:
         pytest.skip("checked on the simulator; on a GPU `python -m harness.gpu_floor` runs them for real")
     from harness.gpu_floor import _probes
 
-    cuda = nc._backend.cuda
+    cuda = nc.cuda
     k = _probes(cuda)
     for dtype in ("float64", "float32"):
         t = np.dtype(dtype).type

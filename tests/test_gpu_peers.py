@@ -3,31 +3,27 @@
 On a GPU the registered backends run through tests/test_agreement.py like every other backend.
 Here, on any machine: the replay schedule of the CUDA-graph backends; and each backend's own host
 code (static buffers, operation order, loss logging, capture once per shape, replay counts) driven
-with stand-ins for what needs a GPU -- torch on the CPU with a "capture" that returns the step
-itself, NumPy arrays with NumPy versions of the fused kernels and a stand-in stream -- through the
-same agreement cases and published seed runs. What stays GPU-only is named in each skip reason.
+with stand-ins for what needs a GPU, passed to the backend classes as parameters -- torch on the
+CPU with a "capture" that returns the step itself (``TorchCudagraph(device="cpu", capture=...)``),
+NumPy arrays with NumPy versions of the fused kernels and a stand-in stream (``CupyFused(np, ...)``,
+``CupyGraph(np, ...)``) -- through the same agreement cases and published seed runs. What stays GPU-only is named in each skip reason.
 """
 
 from __future__ import annotations
 
 import itertools
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import backends
-from backends import _replay, cupy_fused, cupy_graph
+from backends import _replay
 from backends.base import UnsupportedProblem, logged_iterations, train
+from backends.cupy_fused_backend import CupyFused, numpy_kernels
+from backends.cupy_graph_backend import CupyGraph
 from harness.agreement import TOLERANCE, check, max_relative_error, reference_result
-from harness.problems import (
-    XOR2_PUBLISHED_OUTPUT,
-    XOR3_PUBLISHED_LOSSES,
-    scaled,
-    validation_cases,
-    xor2,
-    xor3,
-)
+from harness.problems import scaled, validation_cases, xor2, xor3
+from tests.helpers import XOR2_UPDATES, assert_xor2_published, assert_xor3_published
 
 CASES = validation_cases(quick=True)
 
@@ -101,38 +97,21 @@ class Stream:
 
 
 def torch_standin():
-    torch = pytest.importorskip("torch")
-    from backends import torch_cudagraph
+    """torch-cudagraph on the CPU, its "graphs" the step itself, no warm-up."""
+    pytest.importorskip("torch")
+    from backends.torch_cudagraph_backend import TorchCudagraph
 
-    capture = Counting()
-    module = SimpleNamespace(
-        DTYPES=torch_cudagraph.DTYPES,
-        prepare=lambda p: torch_cudagraph.prepare(p, device=torch.device("cpu"), capture=capture),
-        run=torch_cudagraph.run,
-        fetch=torch_cudagraph.fetch,
-        capture=capture,
-    )
-    return module
+    return TorchCudagraph(device="cpu", capture=Counting())
 
 
 def fused_standin():
-    return SimpleNamespace(
-        DTYPES=cupy_fused.DTYPES,
-        prepare=lambda p: cupy_fused.prepare(p, xp=np, kernels=cupy_fused.numpy_kernels()),
-        run=cupy_fused.run,
-        fetch=cupy_fused.fetch,
-    )
+    """cupy-fused over NumPy arrays with NumPy versions of its kernels."""
+    return CupyFused(xp=np, kernels=numpy_kernels())
 
 
 def graph_standin():
-    capture = Counting()
-    return SimpleNamespace(
-        DTYPES=cupy_graph.DTYPES,
-        prepare=lambda p: cupy_graph.prepare(p, xp=np, kernels=cupy_fused.numpy_kernels(), stream=Stream(), capture=capture),
-        run=cupy_graph.run,
-        fetch=cupy_graph.fetch,
-        capture=capture,
-    )
+    """cupy-graph over NumPy, with a stand-in stream and capture."""
+    return CupyGraph(xp=np, kernels=numpy_kernels(), stream=Stream(), capture=Counting())
 
 
 STANDINS = {"torch-cudagraph": torch_standin, "cupy-fused": fused_standin, "cupy-graph": graph_standin}
@@ -147,25 +126,24 @@ def test_host_code_agrees_with_numpy_reference(name, case):
 
 @pytest.mark.parametrize("name", list(STANDINS))
 def test_host_code_reproduces_the_published_runs(name):
-    module = STANDINS[name]()
-    result = train(module, xor3(), 60000, 10000)
-    assert tuple(float(f"{loss:.12g}") for loss in result.losses) == XOR3_PUBLISHED_LOSSES
-    result = train(module, xor2(), 9999, 0)
-    output = 1 / (1 + np.exp(-(xor2().X @ result.weights[0])))
-    assert tuple(f"{v:.8f}" for v in output.ravel()) == tuple(f"{v:.8f}" for v in XOR2_PUBLISHED_OUTPUT)
+    backend = STANDINS[name]()
+    assert_xor3_published(train(backend, xor3(), 60000, 10000).losses)
+    assert_xor2_published(train(backend, xor2(), XOR2_UPDATES, 0))
 
 
 @pytest.mark.parametrize("name", ["torch-cudagraph", "cupy-graph"])
 def test_graphs_are_captured_once_per_shape_and_replayed_as_scheduled(name):
-    module = STANDINS[name]()
+    backend = STANDINS[name]()
     for seed in (3, 4):  # two problems of one shape: one capture of the three graphs
-        result = train(module, scaled(4, 4, "float64", seed), 200, 0)
-    assert module.capture.captured == 3
-    assert module.capture.replays == 2 * (3 + 8)  # 200 = 3 x 64 + 8 singles, per run
+        result = train(backend, scaled(4, 4, "float64", seed), 200, 0)
+    assert backend.capture.captured == 3
+    assert backend.capture.replays == 2 * (3 + 8)  # 200 = 3 x 64 + 8 singles, per run
     # and the second problem's result is its own, not the first one's continued
     assert max_relative_error(result, reference_result(scaled(4, 4, "float64", 4), 200, 0)) <= TOLERANCE["float64"]
-    train(module, scaled(8, 4, "float64", 3), 5, 2)  # another shape: captured anew
-    assert module.capture.captured == 6
+    train(backend, scaled(8, 4, "float64", 3), 5, 2)  # another shape: captured anew
+    assert backend.capture.captured == 6
+    if name == "torch-cudagraph":
+        assert backend.compilations() == (2, 0)  # a capture per shape is its compile step
 
 
 def test_a_refused_capture_is_an_unsupported_problem_with_the_reason():
@@ -173,7 +151,7 @@ def test_a_refused_capture_is_an_unsupported_problem_with_the_reason():
         raise RuntimeError("operation not permitted when stream is capturing")
 
     with pytest.raises(UnsupportedProblem, match="CUDA graph capture failed: RuntimeError: operation not permitted"):
-        cupy_graph.prepare(scaled(5, 3, "float32", 1), xp=np, kernels=cupy_fused.numpy_kernels(), stream=Stream(), capture=refuse)
+        CupyGraph(xp=np, kernels=numpy_kernels(), stream=Stream(), capture=refuse).prepare(scaled(5, 3, "float32", 1))
 
 
 def test_fused_step_allocates_nothing_after_prepare():
@@ -203,13 +181,17 @@ def test_registered_gpu_peer_says_what_it_needs_here(name):
 
 def test_jax_unrolled_compiles_once_per_shape_whatever_the_iteration_count():
     pytest.importorskip("jax")
-    from backends import jax_unrolled, jax_xla
+    from backends.jax_backend import Jax, _train
 
-    problem = scaled(4, 4, "float64", 7)
-    train(jax_unrolled, problem, 3, 0)
-    before = jax_xla._train._cache_size()
-    for iterations in (1, 63, 64, 65, 200):  # below, at and above K = 64; calibration varies T
-        result = train(jax_unrolled, problem, iterations, 0)
+    backend = backends.load("jax-unrolled")
+    assert isinstance(backend, Jax)  # the jax backend with another unroll factor, nothing else
+    problem = scaled(1024, 4, "float64", 7)
+    state = backend.prepare(problem)
+    assert backend.unroll_for(state) == 16 and backends.load("jax").unroll_for(state) == 1
+    train(backend, problem, 3, 0)
+    before = _train()._cache_size()
+    for iterations in (1, 15, 16, 17, 100):  # below, at and above K = 16; calibration varies T
+        result = train(backend, problem, iterations, 0)
         assert max_relative_error(result, reference_result(problem, iterations, 0)) <= TOLERANCE["float64"]
-    assert jax_xla._train._cache_size() == before
-    assert jax_unrolled.unroll_for(jax_unrolled.prepare(problem)) == _replay.MAX_UNROLL
+    assert _train()._cache_size() == before
+    assert backend.unroll_for(backend.prepare(scaled(4, 4, "float64", 7))) == _replay.MAX_UNROLL

@@ -1,8 +1,14 @@
-"""Checks specific to the Numba CPU backends: the fast exp, extreme inputs, layouts, floors."""
+"""Checks specific to the Numba CPU backends: the fast exp, extreme inputs, layouts, floors, the
+disk cache of the specialised kernels."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +19,8 @@ import backends  # noqa: E402
 from backends import _numba_kernels as K  # noqa: E402
 from backends.base import Problem, UnsupportedProblem, train  # noqa: E402
 from harness.agreement import TOLERANCE, check, max_relative_error, reference_result  # noqa: E402
-from harness.problems import XOR3_PUBLISHED_LOSSES, scaled, seed_case, validation_cases  # noqa: E402
+from harness.problems import scaled, seed_case, validation_cases  # noqa: E402
+from tests.helpers import XOR2_UPDATES, assert_xor2_published, assert_xor3_published, usable  # noqa: E402
 
 NAMES = ("numba-cpu", "numba-parallel")
 
@@ -81,6 +88,7 @@ def test_sigmoid_extreme_inputs_like_numpy(dtype):
     assert np.max(np.abs(buf - want)) <= 4 * np.finfo(dtype).eps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_validation_cases_agree(name):
     failures = []
@@ -94,25 +102,36 @@ def test_validation_cases_agree(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_xor3_published_digits(name):
     case = seed_case("xor3")
-    result = train(backends.load(name), case.problem, case.iterations, case.log_every)
-    assert [f"{v:.12g}" for v in result.losses] == [f"{v:.12g}" for v in XOR3_PUBLISHED_LOSSES]
+    result = train(usable(name), case.problem, case.iterations, case.log_every)
+    assert_xor3_published(result.losses)
 
 
-# Both tile layouts (column layout for narrow H, row layout with and without the D=3,O=1 fast
-# path), partial last tiles, several chunks in numba-parallel.
+@pytest.mark.parametrize("name", NAMES)
+def test_xor2_published_digits(name):
+    case = seed_case("xor2")
+    assert_xor2_published(train(usable(name), case.problem, XOR2_UPDATES))
+
+
+# Both tile layouts (column layout for narrow H, row layout), fused (D, O <= FUSE_MAX) and
+# multi-pass forms, partial last tiles, several chunks in numba-parallel, small-problem kernels.
 LAYOUT_POINTS = [
-    (100, 6, 5, 2, "float64"),  # columns, general D/O
-    (700, 200, 3, 1, "float64"),  # columns, fast path, partial last tile (T=320)
-    (40, 7, 3, 1, "float64"),  # rows (batch < 64), narrow
+    (100, 6, 5, 2, "float64"),  # columns, multi-pass (D > FUSE_MAX), one tile
+    (700, 200, 3, 1, "float64"),  # columns, fused, partial last tile (T=320), two chunks in numba-parallel
+    (40, 7, 3, 1, "float64"),  # rows (batch < 64), fused, one tile
     (1030, 3, 3, 1, "float32"),  # columns, partial tile
-    (301, 61, 5, 2, "float64"),  # rows, general
-    (257, 129, 3, 1, "float32"),  # rows, fast path, partial tile
-    (8200, 130, 3, 1, "float64"),  # columns, N*H >= 2^20: several chunks in numba-parallel
-    (32800, 33, 4, 3, "float64"),  # rows, general, several chunks
+    (1100, 61, 5, 2, "float64"),  # columns, multi-pass, partial tile, several chunks
+    (257, 129, 3, 1, "float32"),  # columns, fused, one tile of 257 rows
+    (8200, 130, 3, 1, "float64"),  # columns, several chunks
+    (32800, 33, 4, 3, "float64"),  # columns, fused with O > 1, several chunks
     (70000, 16, 3, 1, "float64"),  # columns, several chunks
+    (50, 300, 3, 1, "float64"),  # rows (H > 256), fused, partial tile of 2 rows (not a multiple of 4)
+    (62, 600, 6, 5, "float64"),  # rows, multi-pass, partial tile, several chunks
+    (9, 6, 5, 2, "float32"),  # small (N*H <= SMALL_WORK), multi-pass
+    (13, 7, 4, 3, "float64"),  # small, fused, rows not a multiple of 4
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("batch,hidden,inputs,outputs,dtype", LAYOUT_POINTS)
 def test_layouts_agree(name, batch, hidden, inputs, outputs, dtype):
@@ -163,22 +182,30 @@ def test_no_nan_when_saturated():
 
 
 def test_threads_reported():
-    from backends import numba_parallel
+    parallel = backends.load("numba-parallel")
+    assert parallel.threads() == numba.get_num_threads() >= 1
+    assert parallel.available() is None
+    assert backends.load("numba-cpu").threads() == 1
 
-    assert numba_parallel.threads() == numba.get_num_threads() >= 1
-    assert numba_parallel.available() is None
 
+def test_declarations():
+    from backends.numba_cpu_backend import NumbaCpu
+    from backends.numba_parallel_backend import NumbaParallel
 
-def test_floor_is_pure_arithmetic():
-    from harness.floor import floor_parts, floor_seconds
-
-    ceilings = {"sigmoid_per_s_float64": 1e9, "fma_per_s_float64": 1e10, "bytes_per_s": 1e10}
-    parts = floor_parts(4096, 1024, "float64", ceilings)
-    assert parts["sigmoids"] == 4096 * 1025 and parts["macs"] == 2 * 4096 * 1024 * 4
-    compute = 4096 * 1025 / 1e9 + 2 * 4096 * 1024 * 4 / 1e10
-    assert floor_seconds(4096, 1024, "float64", ceilings) == pytest.approx(compute)
-    # a tiny hidden layer with a huge batch is memory bound
-    assert floor_parts(1 << 24, 1, "float64", ceilings)["floor_s"] >= (1 << 24) * 4 * 8 / 1e10
+    assert issubclass(NumbaParallel, NumbaCpu)
+    for cls, name, colour, marker in (
+        (NumbaCpu, "numba-cpu", "#E69F00", "s"),
+        (NumbaParallel, "numba-parallel", "#D55E00", "D"),
+    ):
+        assert backends.info(name) is cls
+        assert (cls.NAME, cls.COLOUR, cls.MARKER, cls.PACKAGE, cls.DEVICE) == (
+            name,
+            colour,
+            marker,
+            "numba",
+            "cpu",
+        )
+        assert (cls.FAMILY, cls.LEVEL, cls.DTYPES) == ("numba", "tuned", ("float64", "float32"))
 
 
 @pytest.mark.parametrize(
@@ -193,8 +220,58 @@ def test_floor_is_pure_arithmetic():
 )
 def test_parallel_split(monkeypatch, batch, hidden, chunks):
     """Where numba-parallel splits the batch, with 4 threads: from PARALLEL_MIN_WORK, one chunk per thread."""
-    from backends import numba_parallel
+    from backends.numba_parallel_backend import NumbaParallel
 
-    monkeypatch.setattr(numba_parallel, "threads", lambda: 4)
-    state = numba_parallel.prepare(scaled(batch, hidden))
-    assert state["nchunks"] == chunks
+    monkeypatch.setattr(NumbaParallel, "threads", lambda self: 4)
+    backend = NumbaParallel()
+    problem = scaled(batch, hidden)
+    assert backend.chunks(problem) == (4 if batch * hidden >= 1 << 14 else 1)
+    net, work, _ = K.prepare_net(problem, backend.chunks(problem))
+    assert work.closs.shape[0] == chunks  # (prepare would compile the kernel; this is the split alone)
+
+
+def test_run_allocates_nothing_it_keeps():
+    """The state holds only what prepare allocated: run adds its losses and nothing else."""
+    backend = backends.load("numba-cpu")
+    state = backend.prepare(scaled(300, 20, seed=2))
+    before = {id(a) for a in (*state.net[:4], *state.work)}
+    backend.run(state, 3, 1)
+    assert {id(a) for a in (*state.net[:4], *state.work)} == before and len(state.losses) == 1
+
+
+_CACHE_CHILD = """
+import json, sys
+import backends
+from backends.base import train
+from harness.problems import scaled, xor3
+backend = backends.load(sys.argv[1])
+train(backend, xor3(), 5, 1)
+train(backend, scaled(300, 20, seed=2), 5, 1)
+train(backend, scaled(1024, 16, seed=2), 5, 1)  # numba-parallel, two threads: the parallel kernel
+print(json.dumps(backend.compilations()))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_disk_cache_serves_a_fresh_process(name, tmp_path):
+    """The factory-made kernels (closures) are cached on disk: a second process loads every one."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_NUM_THREADS="2")
+    root = Path(__file__).resolve().parents[1]
+
+    def child() -> tuple[int, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _CACHE_CHILD, name],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    built, loaded = child()
+    kernels = 3 if name == "numba-parallel" else 2  # small, tiled serial (, tiled parallel)
+    assert built >= kernels and loaded == 0  # cold: everything compiled (the kernels, and the exp)
+    built, loaded = child()
+    assert built == loaded == kernels  # warm: every kernel from the disk cache, nothing compiled

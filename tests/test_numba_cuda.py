@@ -1,9 +1,10 @@
-"""CUDA-specific checks of the `numba-cuda` backend: the launch plan, all three launch paths, both
-dtypes, awkward sizes, determinism and launch counts.
+"""CUDA-specific checks of the `numba-cuda` backend: its declarations, the launch plan, all three
+launch paths, both dtypes, awkward sizes, determinism and launch counts.
 
 `make test` runs these under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1), where every GPU thread
 is a Python thread and a cooperative grid is one block: the runs here are short and the blocks
-tiny. On a machine with a real GPU the same tests run on the device.
+tiny (a small run of every launch path stays in the fast tier; the full published seed runs are
+marked slow). On a machine with a real GPU the same tests run on the device.
 The plan tests need no CUDA at all: they use an H100's properties (``_cuda_plan.H100``).
 """
 
@@ -12,21 +13,26 @@ The plan tests need no CUDA at all: they use an H100's properties (``_cuda_plan.
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import backends
 from backends import _cuda_plan
 from backends._cuda_plan import H100, plan
-from backends.base import Problem, UnsupportedProblem, train
+from backends.base import Backend, Problem, UnsupportedProblem, train
 from harness.agreement import TOLERANCE, max_relative_error, reference_result
-from harness.problems import XOR2_PUBLISHED_OUTPUT, XOR3_PUBLISHED_LOSSES, scaled, xor2, xor3
+from harness.problems import scaled, xor2, xor3
+from tests.helpers import XOR2_UPDATES, assert_xor2_published, assert_xor3_published, usable
 
-nc = pytest.importorskip("backends.numba_cuda", reason="numba-cuda is not installed")
-backend = nc._backend
-cuda = backend.cuda
-WHY = nc.available()
+backend = backends.load("numba-cuda")
+try:
+    cuda = backend.cuda
+except ImportError:
+    pytest.skip("numba-cuda is not installed", allow_module_level=True)
+WHY = backend.available()
 needs_cuda = pytest.mark.skipif(WHY is not None, reason=f"numba-cuda unavailable: {WHY}")
 
 #: The sweep's grid (preset gpu): every point must get a one-launch path on an H100.
@@ -61,11 +67,11 @@ def path(request, monkeypatch):
 
 
 def agree(problem: Problem, iterations: int, log_every: int, expect_path: str | None = None):
-    state = nc.prepare(problem)
+    state = backend.prepare(problem)
     if expect_path:
         assert state["path"] == expect_path
-    nc.run(state, iterations, log_every)
-    result = nc.fetch(state)
+    backend.run(state, iterations, log_every)
+    result = backend.fetch(state)
     reference = reference_result(problem, iterations, log_every)
     error = max_relative_error(result, reference)
     assert error <= TOLERANCE[problem.dtype], f"{problem.name} {problem.dtype}: relative error {error:.3g}"
@@ -77,16 +83,64 @@ def agree(problem: Problem, iterations: int, log_every: int, expect_path: str | 
 # --- the launch plan: pure functions of sizes and device properties, no CUDA needed --------------
 
 
-def test_protocol_attributes():
-    assert nc.DEVICE == "gpu"
-    assert nc.DTYPES == ("float64", "float32")
-    assert isinstance(nc.SIMULATED, bool)
-    assert nc.VERSION.startswith("numba-cuda ")
+def test_declarations():
+    nc, mlir = backends.info("numba-cuda"), backends.info("numba-cuda-mlir")
+    assert issubclass(nc, Backend) and issubclass(mlir, nc)
+    assert (nc.NAME, nc.PACKAGE, nc.DEVICE, nc.COLOUR, nc.MARKER, nc.FAMILY, nc.LEVEL) == (
+        "numba-cuda", "numba-cuda", "gpu", "#009E73", "^", "numba", "tuned")  # fmt: skip
+    assert nc.SUMMARY == "Numba @cuda.jit kernels on an NVIDIA GPU, compiled by numba-cuda"
+    assert (mlir.NAME, mlir.PACKAGE, mlir.DEVICE, mlir.COLOUR, mlir.MARKER, mlir.FAMILY, mlir.LEVEL) == (
+        "numba-cuda-mlir", "numba-cuda-mlir", "gpu", "#44AA99", "<", "numba", "tuned")  # fmt: skip
+    assert mlir.SUMMARY == "the numba-cuda kernels compiled by numba-cuda-mlir"
+    assert nc.DTYPES == mlir.DTYPES == ("float64", "float32")
+
+
+def test_instance_attributes():
+    assert backend is backends.load("numba-cuda")
+    assert backend.runs_on() == "gpu"
+    assert isinstance(backend.SIMULATED, bool) and backend.COMPILES is not backend.SIMULATED
+    assert backend.SIMULATED == _simulator()  # NUMBA_ENABLE_CUDASIM, read when constructed
+    assert backend.version and backend.version != "unknown"
+    mlir = backends.load("numba-cuda-mlir")
+    assert mlir.SIMULATED is False and mlir.COMPILES is True and mlir.runs_on() == "gpu"
+
+
+def _simulator() -> bool:
+    from backends._cuda_host import simulator_on
+
+    return simulator_on()
+
+
+def test_construction_imports_no_compiler():
+    """Loading both backends and reading their declarations imports neither CUDA compiler."""
+    code = (
+        "import sys, backends\n"
+        "for name in ('numba-cuda', 'numba-cuda-mlir'):\n"
+        "    b = backends.load(name); b.NAME, b.SIMULATED, b.COMPILES, b.version, b.runs_on()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'numba_cuda_mlir')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_one_shared_memory_layout():
+    """The plan sizes shared memory with the same layout functions the kernels carve it with."""
+    for N, D, H, O, T in ((4, 3, 4, 1, 32), (9, 5, 6, 2, 8), (13, 5, 0, 2, 8)):
+        offsets = _cuda_plan.block_shared(N, D, H, O, T)
+        assert len(offsets) == len(_cuda_plan.BLOCK_SHARED) and offsets[0] == 0
+        sizes = dict(zip(_cuda_plan.BLOCK_SHARED, np.diff(offsets)))
+        W0 = D * H if H else D * O
+        assert sizes == {"X": N * D, "y": N * O, "W0": W0, "W1": H * O, "W1b": H * O, "a1": N * H, "d": N * O, "part": T}
+        sizes_arg = (D, H, O) if H else (D, O)
+        assert _cuda_plan.block_words(sizes_arg, N, T) == offsets[-1]
+        grid = _cuda_plan.grid_shared(D, O, T)
+        assert dict(zip(_cuda_plan.GRID_SHARED, np.diff(grid))) == {"sums": T, "d2": T * O, "red": T * (D + O)}
+        assert _cuda_plan.grid_words(sizes_arg, T) == grid[-1]
 
 
 def test_unavailable_reason_names_the_simulator(monkeypatch):
     monkeypatch.setattr(cuda, "is_available", lambda: False)
-    reason = nc.available()
+    reason = backend.available()
     assert "no CUDA GPU" in reason and "NUMBA_ENABLE_CUDASIM=1" in reason
 
 
@@ -156,14 +210,14 @@ def test_too_large_for_shared_memory_goes_to_global_scratch():
 
 @needs_cuda
 def test_device_name():
-    assert isinstance(nc.device_name(), str) and nc.device_name()
+    assert isinstance(backend.device_name(), str) and backend.device_name()
 
 
 @needs_cuda
 @pytest.mark.parametrize("layers", [3, 4])
 def test_deeper_networks_are_refused(layers):
     with pytest.raises(UnsupportedProblem, match="weight layers"):
-        nc.prepare(scaled(4, 3, layers=layers))
+        backend.prepare(scaled(4, 3, layers=layers))
 
 
 @needs_cuda
@@ -290,7 +344,7 @@ def test_extreme_weights_saturate_without_nan(path, dtype):
 @needs_cuda
 def test_float64_runs_are_bit_reproducible(path):
     problem = scaled(13, 9, seed=11)
-    first, second = train(nc, problem, 5, 1), train(nc, problem, 5, 1)
+    first, second = train(backend, problem, 5, 1), train(backend, problem, 5, 1)
     assert all(np.array_equal(a, b) for a, b in zip(first.weights, second.weights))
     assert np.array_equal(first.losses, second.losses)
 
@@ -298,12 +352,12 @@ def test_float64_runs_are_bit_reproducible(path):
 @needs_cuda
 def test_no_iterations_and_no_logging(path):
     problem = xor3()
-    state = nc.prepare(problem)
-    nc.run(state, 0, 10)
-    result = nc.fetch(state)
+    state = backend.prepare(problem)
+    backend.run(state, 0, 10)
+    result = backend.fetch(state)
     assert result.losses.shape == (0,)
     assert all(np.array_equal(w, w0) for w, w0 in zip(result.weights, problem.weights))
-    result = train(nc, problem, 5, 0)
+    result = train(backend, problem, 5, 0)
     assert result.losses.shape == (0,)
     assert max_relative_error(result, reference_result(problem, 5, 0)) <= TOLERANCE["float64"]
 
@@ -312,7 +366,7 @@ def test_no_iterations_and_no_logging(path):
 def test_run_restores_the_switch_interval():
 
     before = sys.getswitchinterval()
-    train(nc, xor2(), 2, 1)
+    train(backend, xor2(), 2, 1)
     assert sys.getswitchinterval() == before
 
 
@@ -320,7 +374,7 @@ def test_run_restores_the_switch_interval():
 def test_initial_weights_are_not_modified(path):
     problem = xor3()
     before = [w.copy() for w in problem.weights]
-    train(nc, problem, 3, 1)
+    train(backend, problem, 3, 1)
     assert all(np.array_equal(w, b) for w, b in zip(problem.weights, before))
 
 
@@ -341,14 +395,14 @@ def test_a_cuda_error_in_a_run_is_a_device_fault(monkeypatch, module, name):
     from backends import _cuda_launch
     from backends.base import DeviceFault
 
-    state = nc.prepare(xor3())
+    state = backend.prepare(xor3())
 
     def refused(*args):
         raise _error(module, name)
 
     monkeypatch.setattr(_cuda_launch, "run_persistent", refused)
     with pytest.raises(DeviceFault, match=r"^" + name + r" while running the block path: \[720\] CUDA_ERROR_COOPERATIVE"):
-        nc.run(state, 3, 1)
+        backend.run(state, 3, 1)
 
 
 @needs_cuda
@@ -356,10 +410,10 @@ def test_other_errors_are_not_device_faults(monkeypatch):
     from backends import _cuda_launch
     from backends.base import DeviceFault
 
-    state = nc.prepare(xor3())
+    state = backend.prepare(xor3())
     monkeypatch.setattr(_cuda_launch, "run_persistent", lambda *a: 1 / 0)
     with pytest.raises(ZeroDivisionError) as info:
-        nc.run(state, 3, 1)
+        backend.run(state, 3, 1)
     assert not isinstance(info.value, DeviceFault)
 
 
@@ -369,7 +423,7 @@ def test_device_memory_is_admitted_before_allocating(monkeypatch):
         def get_memory_info():
             return 1 << 20, 80 << 30  # 1 MiB free
 
-    monkeypatch.setattr(backend, "simulated", False)
+    monkeypatch.setattr(backend, "SIMULATED", False)
     monkeypatch.setattr(cuda, "current_context", lambda: Context, raising=False)
     with pytest.raises(UnsupportedProblem, match=r"needs ~\d+\.\d+ GiB of device memory, 0\.00 GiB free"):
         backend.admit(1 << 30)
@@ -422,7 +476,7 @@ class LaunchLog:
 #: (N, H) at the three scales, and the path an H100 gets for each.
 SCALES = [
     pytest.param(4, 4, "block", id="small-4x4"),
-    pytest.param(256, 64, "grid", id="medium-256x64"),
+    pytest.param(256, 64, "grid", id="medium-256x64", marks=pytest.mark.slow),  # ~15 s simulated
     pytest.param(65536, 4096, "grid", id="large-65536x4096"),
 ]
 
@@ -441,13 +495,13 @@ def test_one_launch_per_run_whatever_the_iteration_count(monkeypatch, N, H, expe
     problem = xor3() if N == 4 else scaled(N, H, seed=5)
     counts = []
     for iterations in (1, 9):
-        state = nc.prepare(problem)
+        state = backend.prepare(problem)
         assert state["path"] == expect
         before = len(log.launches)
-        nc.run(state, iterations, 3)
+        backend.run(state, iterations, 3)
         counts.append(len(log.launches) - before)
         if execute:
-            result = nc.fetch(state)
+            result = backend.fetch(state)
             assert max_relative_error(result, reference_result(problem, iterations, 3)) <= TOLERANCE["float64"]
     assert counts == [1, 1]
     assert set(log.names()) == {"block3_shared" if expect == "block" else "grid3"}
@@ -460,7 +514,7 @@ def test_phase_launches_only_without_cooperative_launch(monkeypatch, layers):
     monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", -1)
     use_device(monkeypatch, {**SMALL_DEVICE, "cooperative": False})
     log = LaunchLog(monkeypatch)
-    train(nc, scaled(9, 6, seed=5, layers=layers), 3, 2)
+    train(backend, scaled(9, 6, seed=5, layers=layers), 3, 2)
     n = "3" if layers == 2 else "2"
     assert log.names() == [f"forward{n}_phase", f"backward{n}_phase", "update_phase"] * 3
 
@@ -479,36 +533,34 @@ def test_launch_argument_types_match_the_signatures(monkeypatch, dtype):
         monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", steps)
         use_device(monkeypatch, {**SMALL_DEVICE, "max_shared_per_block": shared, "cooperative": cooperative})
         for layers in (1, 2):
-            train(nc, scaled(9, 6, dtype, seed=5, layers=layers), 2, 1)
+            train(backend, scaled(9, 6, dtype, seed=5, layers=layers), 2, 1)
     assert set(log.names()) == set(expected)  # every kernel was launched at least once
     for name, types in log.launches:
         assert types == expected[name], name
 
 
-# --- the published seed runs: full length ----------------------------------------------------------
+# --- the published seed runs: full length (slow under the simulator) ------------------------------
 
 
-@needs_cuda
+@pytest.mark.slow
 def test_xor3_full_run_reproduces_published_losses():
     """60000 iterations on the one-block kernel, to the last printed digit (under the simulator too)."""
-    result = train(nc, xor3(), 60000, 10000)
-    assert tuple(float(f"{loss:.12g}") for loss in result.losses) == XOR3_PUBLISHED_LOSSES
+    result = train(usable("numba-cuda"), xor3(), 60000, 10000)
+    assert_xor3_published(result.losses)
     assert max_relative_error(result, reference_result(xor3(), 60000, 10000)) <= TOLERANCE["float64"]
 
 
-@needs_cuda
+@pytest.mark.slow
 def test_xor2_full_run_reproduces_published_output():
-    result = train(nc, xor2(), 9999, 0)
-    output = 1 / (1 + np.exp(-(xor2().X @ result.weights[0])))
-    assert tuple(f"{v:.8f}" for v in output.ravel()) == tuple(f"{v:.8f}" for v in XOR2_PUBLISHED_OUTPUT)
+    assert_xor2_published(train(usable("numba-cuda"), xor2(), XOR2_UPDATES, 0))
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
-@needs_cuda
-@pytest.mark.skipif(nc.SIMULATED, reason="the grid and multi paths at 60000 iterations take too long under the simulator")
+@pytest.mark.skipif(backend.SIMULATED, reason="the grid and multi paths at 60000 iterations take too long under the simulator")
 @pytest.mark.parametrize("forced", ["grid", "multi"])
 def test_xor3_full_run_on_the_grid_paths(monkeypatch, forced):
+    b = usable("numba-cuda")
     monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", -1)
-    use_device(monkeypatch, {**backend.device_properties(), "cooperative": forced == "grid"})
-    result = train(nc, xor3(), 60000, 10000)
-    assert tuple(float(f"{loss:.12g}") for loss in result.losses) == XOR3_PUBLISHED_LOSSES
+    use_device(monkeypatch, {**b.device_properties(), "cooperative": forced == "grid"})
+    assert_xor3_published(train(b, xor3(), 60000, 10000).losses)

@@ -203,15 +203,20 @@ def test_reporting_imports_no_backend_and_has_no_import_loop():
         assert name not in reach(name, set()), f"import loop through {name}"
 
 
-def test_reporting_loads_no_backend_module():
-    """Drawing every figure of a results folder imports the registry, never a backend module."""
+def test_reporting_imports_no_backend_library():
+    """Reporting reads the backends' declarations (colours, markers, families, variants), never
+    their libraries: no JAX, PyTorch, CuPy or CUDA compiler is imported to draw a figure."""
     import subprocess
     import sys
 
     code = (
-        "import sys, harness.report, harness.report.readme_block, harness.importing; "
-        "loaded = sorted(m for m in sys.modules if m.startswith('backends.')); "
-        "print(loaded); sys.exit(1 if loaded else 0)"
+        "import sys, backends, harness.report, harness.report.readme_block, harness.importing\n"
+        "from harness.report.rows import colour, marker, ordered\n"
+        "styles = [colour(n) + marker(n) for n in ordered(backends.names())]\n"
+        "variants = [backends.base_of(n) for n in backends.names()]\n"
+        "families = backends.of_family('numba', 'gpu') + backends.packages()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'torch', 'cupy', 'numba_cuda', 'numba_cuda_mlir'))\n"
+        "print(heavy); sys.exit(1 if heavy else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -261,7 +266,7 @@ def test_summary_floor_and_gpu_ratios():
     frame, _ = newest(pd.DataFrame(rows, columns=COLUMNS))
     floor = lambda n, h, dtype, ceilings: 1e-11 * n * h / 1.5  # noqa: E731  (per iteration: best Numba = 1.5x floor)
     text = summary_markdown("m", frame, medians(frame), {"x": 1}, floor)
-    assert "| 1024 x 1024 | 1.50 | 3.00 | 10.00 |" in text and "| 4096 x 1024 | 1.50 | 3.00 | 10.00 |" in text
+    assert "| 1024 x 1024 | 1.50 | 3.00 (`jax`) | 10.00 |" in text and "| 4096 x 1024 | 1.50 | 3.00 (`jax`) | 10.00 |" in text
     assert "16 x 16 |" not in text.split("Points with N*H >= 2^20")[1]  # only N*H >= 2^20 is priced
     assert "within 2x at 2 of 2 points" in text
     assert "N*H >= 2^20: median 2x" in text and "N*H < 2^14: median 2x" in text

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-import backends  # the registry only
+import backends  # the registry and the backends' declarations
 from harness.report.rows import newest, notes_for, ordered, plottable
-
-KEY_PACKAGES = ("numpy", "numba", "numba-cuda", "numba-cuda-mlir", "jax", "torch", "cupy-cuda13x", "cupy-cuda12x")
 
 
 def _gib(value) -> str:
@@ -36,7 +34,7 @@ def readme(name: str, frame: pd.DataFrame, fingerprint: dict) -> str:
         if not fp.get("gpus"):
             lines.append("- GPU: none")
         versions = fp.get("versions") or {}
-        have = [f"{p} {versions[p]}" for p in KEY_PACKAGES if p in versions]
+        have = [f"{p} {versions[p]}" for p in backends.packages() if p in versions]
         if have:
             lines.append(f"- Packages: {', '.join(have)}")
         env = fp.get("environment") or {}

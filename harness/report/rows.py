@@ -6,7 +6,8 @@ commit are kept (older commits are counted in the notes). Of those, only rows wi
 and ``validated`` True and a positive time are data (``plottable``). Every other row is named in
 ``notes_for`` with its status and reason, so no backend disappears without a word.
 
-Imports no backend: the registry (``backends``: names, devices, colours) and ``harness.results``.
+Imports no backend library: the registry and the backends' declarations (``backends.style``:
+colours and markers; order: ``backends.names``) and ``harness.results``.
 """
 
 from __future__ import annotations
@@ -18,35 +19,33 @@ from pathlib import Path
 
 import pandas as pd
 
-from backends import REFERENCE, REGISTRY  # the registry only: importing it imports no backend
-from harness.results import RUNS, ResultsError, fill_device, read_machine, read_runs
+import backends
+from backends import REFERENCE
+from harness.results import NUMERIC, RUNS, ResultsError, fill_device, read_machine, read_runs
 
 __all__ = ["REFERENCE", "RUNS"]
 
-# A fixed colour and marker per backend, the same in every figure: the registry's.
-BACKEND_STYLE: dict[str, tuple[str, str]] = {e.name: (e.colour, e.marker) for e in REGISTRY.values() if e.colour}
 _FALLBACK_COLOURS = ("#8c564b", "#bcbd22", "#17becf", "#e377c2", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 MACHINE_STYLES = ("-", "--", ":", "-.")
 POINT = ["source", "backend", "dtype", "batch", "hidden"]
-NUMERIC = ("batch", "hidden", "iterations", "seconds", "compile_seconds", "startup_seconds")
 
 Log = Callable[[str], None]
 
 
 def colour(backend: str) -> str:
-    """Fixed colour of a backend; unknown names get a stable colour from their name."""
-    if backend in BACKEND_STYLE:
-        return BACKEND_STYLE[backend][0]
-    return _FALLBACK_COLOURS[zlib.crc32(backend.encode()) % len(_FALLBACK_COLOURS)]
+    """The colour the backend declares, the same in every figure; a backend that declares none (or
+    is not registered here) gets a stable colour from its name."""
+    declared = backends.style(backend)[0]
+    return declared or _FALLBACK_COLOURS[zlib.crc32(backend.encode()) % len(_FALLBACK_COLOURS)]
 
 
 def marker(backend: str) -> str:
-    return BACKEND_STYLE.get(backend, ("", "o"))[1]
+    return backends.style(backend)[1]
 
 
 def ordered(names: Iterable[str]) -> list[str]:
-    """Known backends in registry order, then unknown names alphabetically."""
-    known = list(BACKEND_STYLE)
+    """Registered backends in registry order, then other names alphabetically."""
+    known = backends.names()
     return sorted(set(names), key=lambda n: (known.index(n) if n in known else len(known), n))
 
 

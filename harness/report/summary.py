@@ -5,14 +5,17 @@ each point), so the README's tables can be regenerated from stored results with 
 
 * speed-up of every backend over NumPy: geometric mean over the points both measured, the slowest
   point, and two landmark points (the xor3 seed shape 4 x 4 and 4096 x 1024);
-* the Numba targets (docs/performance.md): the best Numba CPU backend against NumPy at every
-  point, and for N*H >= 2^20 against the measured floor and against JAX;
-* `numba-parallel` over `numba-cpu`;
-* on a GPU machine, the CUDA backends (`numba-cuda`, `numba-cuda-mlir`) over the best Numba CPU
-  backend at the largest point measured, and against the GPU floor (``harness.gpu_floor``) where
-  machine.json has the GPU ceilings.
+* the Numba targets (docs/performance.md): the best Numba CPU backend (``FAMILY`` "numba",
+  ``DEVICE`` "cpu") against NumPy at every point, and for N*H >= 2^20 against the measured floor
+  and against the fastest other CPU backend;
+* each variant over the backend it derives from (``backends.base_of``: e.g. a threaded or
+  unrolled subclass over its parent), by problem size;
+* on a GPU machine, the Numba GPU backends over the best Numba CPU backend at the largest point
+  measured, and against the GPU floor (``harness.gpu_floor``) where machine.json has the GPU
+  ceilings.
 
-A backend with no timed point is listed with the reason its rows give, never left out.
+A backend with no timed point is listed with the reason its rows give, never left out. The
+backends are found by their declarations; no backend but the `numpy` reference is named here.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+import backends
 from harness.report.rows import REFERENCE, ordered
 
-NUMBA_CPU = ("numba-cpu", "numba-parallel")
 LANDMARKS = ((4, 4), (4096, 1024))
 LARGE = 1 << 20  # N*H from which the floor and JAX targets apply
 
@@ -109,10 +112,15 @@ def speedup_table(table: pd.DataFrame, frame: pd.DataFrame, dtype: str) -> list[
     return out
 
 
+def _numba_cpu(frame) -> list[str]:
+    return backends.of_family("numba", "cpu", among=set(frame["backend"]))
+
+
 def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
-    have = [b for b in NUMBA_CPU if b in table]
+    numba_cpu = _numba_cpu(frame)
+    have = [b for b in numba_cpu if b in table]
     if not have:
-        return ["", "No Numba CPU backend was timed: " + "; ".join(f"`{b}`: {_why_missing(frame, b, dtype)}" for b in NUMBA_CPU)]
+        return ["", "No Numba CPU backend was timed: " + ("; ".join(f"`{b}`: {_why_missing(frame, b, dtype)}" for b in numba_cpu) or "none in these rows")]
     best = table[have].min(axis=1)
     lines = ["", "### Numba on the CPU", ""]
     if REFERENCE in table:
@@ -123,16 +131,7 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
                 f"- Best Numba CPU backend over `{REFERENCE}`: geometric mean {_ratio(_geo(speed))}, slowest point "
                 f"{_ratio(speed[slow])} at {_point(slow)}; slower than `{REFERENCE}` at {int((speed < 1).sum())} of {len(speed)} points."
             )
-    if "numba-cpu" in table and "numba-parallel" in table:
-        par = (table["numba-cpu"] / table["numba-parallel"]).dropna()
-        work = np.array([n * h for n, h in par.index])
-        for lo, hi, label in ((0, 1 << 14, "N*H < 2^14"), (1 << 14, LARGE, "2^14 <= N*H < 2^20"), (LARGE, math.inf, "N*H >= 2^20")):
-            part = par[(work >= lo) & (work < hi)]
-            if len(part):
-                lines.append(
-                    f"- `numba-parallel` / `numba-cpu` speed-up, {label}: median {_ratio(part.median())} "
-                    f"(range {_ratio(part.min())}-{_ratio(part.max())}, {len(part)} point{'s' if len(part) != 1 else ''})."
-                )
+    lines += _variants(table)
     large = best[[n * h >= LARGE for n, h in best.index]]
     if large.empty:
         return lines
@@ -144,18 +143,19 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
                 floor = floor_fn(int(n), int(h), dtype, ceilings)
             except Exception:  # a floor model that cannot price this point leaves the cell empty
                 floor = float("nan")
-        jax = table["jax"].get((n, h), float("nan")) / t if "jax" in table else float("nan")
+        others = table.loc[(n, h), [b for b in _cpu_peers(table, frame) if b not in have]].dropna()
+        peer = (f"{others.min() / t:.2f} (`{others.idxmin()}`)" if len(others) else "-")
         ref = table[REFERENCE].get((n, h), float("nan")) / t if REFERENCE in table else float("nan")
-        rows.append((n, h, t / floor if floor and np.isfinite(floor) else float("nan"), jax, ref))
+        rows.append((n, h, t / floor if floor and np.isfinite(floor) else float("nan"), peer, ref))
     lines += [
         "",
         "Points with N*H >= 2^20 (floor: `harness.floor.floor_seconds` with this machine's ceilings in `machine.json`):",
         "",
-        "| N x H | best Numba / floor | jax / best Numba | numpy / best Numba |",
+        "| N x H | best Numba / floor | fastest other CPU backend / best Numba | numpy / best Numba |",
         "|---|---|---|---|",
     ]
     for n, h, f, j, r in rows:
-        cells = [f"{f:.2f}" if np.isfinite(f) else "-", f"{j:.2f}" if np.isfinite(j) else "-", f"{r:.2f}" if np.isfinite(r) else "-"]
+        cells = [f"{f:.2f}" if np.isfinite(f) else "-", j, f"{r:.2f}" if np.isfinite(r) else "-"]
         lines.append(f"| {n} x {h} | " + " | ".join(cells) + " |")
     floors = np.array([f for _, _, f, _, _ in rows])
     floors = floors[np.isfinite(floors)]
@@ -167,7 +167,39 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
     return lines
 
 
-CUDA = ("numba-cuda", "numba-cuda-mlir")
+def _cpu_peers(table, frame) -> list[str]:
+    """Backends timed on the CPU here, besides the NumPy reference (the rows' ``device``)."""
+    device = frame.groupby("backend")["device"].last() if "device" in frame.columns else pd.Series(dtype=object)
+
+    def where(b):  # rows without a device: where the backend is declared to run ("any": taken as the CPU)
+        d = device.get(b)
+        if isinstance(d, str) and d:
+            return d
+        declared = backends.declared(b, "DEVICE", "cpu")
+        return "cpu" if declared == "any" else declared
+
+    return [b for b in table.columns if b != REFERENCE and where(b) == "cpu"]
+
+
+def _variants(table) -> list[str]:
+    """Each timed variant over the timed backend it derives from, by problem-size band."""
+    lines = []
+    for variant in ordered(table.columns):
+        base = backends.base_of(variant)
+        if base is None or base not in table:
+            continue
+        ratio = (table[base] / table[variant]).dropna()
+        work = np.array([n * h for n, h in ratio.index])
+        for lo, hi, label in ((0, 1 << 14, "N*H < 2^14"), (1 << 14, LARGE, "2^14 <= N*H < 2^20"), (LARGE, math.inf, "N*H >= 2^20")):
+            part = ratio[(work >= lo) & (work < hi)]
+            if len(part):
+                lines.append(
+                    f"- `{variant}` / `{base}` speed-up, {label}: median {_ratio(part.median())} "
+                    f"(range {_ratio(part.min())}-{_ratio(part.max())}, {len(part)} point{'s' if len(part) != 1 else ''})."
+                )
+    return lines
+
+
 GPU_LANDMARKS = ((4, 4), (1024, 1024), (65536, 4096))
 
 
@@ -175,7 +207,7 @@ def _gpu_floor(table, frame, dtype, ceilings) -> list[str]:
     """Each CUDA backend's time as a multiple of the GPU floor (harness.gpu_floor), per point."""
     from harness.gpu_floor import gpu_floor_seconds, has_gpu_ceilings
 
-    present = [b for b in CUDA if b in set(frame["backend"])]
+    present = backends.of_family("numba", "gpu", among=set(frame["backend"]))
     if not present or not any(b in table for b in present):
         return []
     if not has_gpu_ceilings(ceilings):
@@ -228,14 +260,18 @@ def gpu_standing(table, frame) -> list[str]:
 
 
 def _gpu_target(table, frame, dtype) -> list[str]:
-    if "numba-cuda" not in set(frame["backend"]):
-        return []
-    if "numba-cuda" not in table:
-        return ["", f"`numba-cuda` was not timed here ({_why_missing(frame, 'numba-cuda', dtype)}): GPU figures unmeasured."]
-    have = [b for b in NUMBA_CPU if b in table]
-    both = table[["numba-cuda", *have]].dropna()
-    if both.empty or not have:
-        return ["", "`numba-cuda` has no point in common with a Numba CPU backend."]
-    n, h = max(both.index, key=lambda p: (p[0] * p[1], p[0]))
-    ratio = both.loc[(n, h), have].min() / both.loc[(n, h), "numba-cuda"]
-    return ["", f"`numba-cuda` over the best Numba CPU backend at the largest common point ({n} x {h}): {_ratio(ratio)}."]
+    """Each Numba GPU backend over the best Numba CPU backend at the largest point both timed."""
+    lines = []
+    have = [b for b in _numba_cpu(frame) if b in table]
+    for gpu in backends.of_family("numba", "gpu", among=set(frame["backend"])):
+        if gpu not in table:
+            lines += ["", f"`{gpu}` was not timed here ({_why_missing(frame, gpu, dtype)}): GPU figures unmeasured."]
+            continue
+        both = table[[gpu, *have]].dropna()
+        if both.empty or not have:
+            lines += ["", f"`{gpu}` has no point in common with a Numba CPU backend."]
+            continue
+        n, h = max(both.index, key=lambda p: (p[0] * p[1], p[0]))
+        ratio = both.loc[(n, h), have].min() / both.loc[(n, h), gpu]
+        lines += ["", f"`{gpu}` over the best Numba CPU backend at the largest common point ({n} x {h}): {_ratio(ratio)}."]
+    return lines

@@ -2,8 +2,11 @@
 
 import os
 
-from backends.numpy_ref import DEVICE, DTYPES, available, fetch, prepare  # noqa: F401
+from tests.fakes._base import Fake
 
 
-def run(state, iterations, log_every):
-    os.abort()
+class Abort(Fake):
+    NAME = "fake-abort"
+
+    def run(self, state, iterations, log_every):
+        os.abort()

@@ -3,19 +3,21 @@ that specialises on the logging variant would (JAX does)."""
 
 import time
 
-from backends import numpy_ref
-from backends.numpy_ref import DEVICE, DTYPES, available, fetch, prepare  # noqa: F401
-
-_compiled = set()
+from tests.fakes._base import Fake
 
 
-def compilations():
-    return len(_compiled), 0
+class Compiles(Fake):
+    NAME = "fake-compiles"
 
+    def __init__(self):
+        self._compiled = set()
 
-def run(state, iterations, log_every):
-    key = (state["X"].shape, bool(log_every))
-    if key not in _compiled:
-        time.sleep(1.0)
-        _compiled.add(key)
-    numpy_ref.run(state, iterations, log_every)
+    def compilations(self):
+        return len(self._compiled), 0
+
+    def run(self, state, iterations, log_every):
+        key = (state["X"].shape, bool(log_every))
+        if key not in self._compiled:
+            time.sleep(1.0)
+            self._compiled.add(key)
+        super().run(state, iterations, log_every)

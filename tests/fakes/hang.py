@@ -2,9 +2,12 @@
 
 import time
 
-from backends.numpy_ref import DEVICE, DTYPES, available, fetch, prepare  # noqa: F401
+from tests.fakes._base import Fake
 
 
-def run(state, iterations, log_every):
-    while True:
-        time.sleep(1)
+class Hang(Fake):
+    NAME = "fake-hang"
+
+    def run(self, state, iterations, log_every):
+        while True:
+            time.sleep(1)

@@ -3,16 +3,16 @@ the second unlogged single-iteration call in a process sleeps 50 ms."""
 
 import time
 
-from backends import numpy_ref
-from backends.numpy_ref import DEVICE, DTYPES, available, fetch, prepare  # noqa: F401
-
-_single_calls = 0
+from tests.fakes._base import Fake
 
 
-def run(state, iterations, log_every):
-    global _single_calls
-    if iterations == 1 and not log_every:
-        _single_calls += 1
-        if _single_calls == 2:  # the first is the worker's warm-up, the second its calibration
-            time.sleep(0.05)
-    numpy_ref.run(state, iterations, log_every)
+class Hiccup(Fake):
+    NAME = "fake-hiccup"
+    single_calls = 0
+
+    def run(self, state, iterations, log_every):
+        if iterations == 1 and not log_every:
+            self.single_calls += 1
+            if self.single_calls == 2:  # the first is the worker's warm-up, the second its calibration
+                time.sleep(0.05)
+        super().run(state, iterations, log_every)

@@ -2,8 +2,11 @@
 
 import numpy as np
 
-from backends.numpy_ref import DEVICE, DTYPES, available, fetch, prepare  # noqa: F401
+from tests.fakes._base import Fake
 
 
-def run(state, iterations, log_every):
-    state["scratch"] = np.ones(1 << 46)  # 512 TiB of float64
+class Hog(Fake):
+    NAME = "fake-hog"
+
+    def run(self, state, iterations, log_every):
+        state["scratch"] = np.ones(1 << 46)  # 512 TiB of float64

@@ -2,11 +2,13 @@
 
 import numpy as np
 
-from backends import numpy_ref
-from backends.numpy_ref import DEVICE, DTYPES, available, prepare, run  # noqa: F401
+from tests.fakes._base import Fake
 
 
-def fetch(state):
-    result = numpy_ref.fetch(state)
-    result.weights = [np.full_like(w, np.nan) for w in result.weights]
-    return result
+class Nan(Fake):
+    NAME = "fake-nan"
+
+    def fetch(self, state):
+        result = super().fetch(state)
+        result.weights = [np.full_like(w, np.nan) for w in result.weights]
+        return result

@@ -1,7 +1,10 @@
 """Raises inside the loop."""
 
-from backends.numpy_ref import DEVICE, DTYPES, available, fetch, prepare  # noqa: F401
+from tests.fakes._base import Fake
 
 
-def run(state, iterations, log_every):
-    raise RuntimeError("deliberate failure inside the loop")
+class Raising(Fake):
+    NAME = "fake-raise"
+
+    def run(self, state, iterations, log_every):
+        raise RuntimeError("deliberate failure inside the loop")

@@ -3,18 +3,19 @@ hidden layer whose activations and deltas are subnormal (as a diverging network'
 
 import numpy as np
 
-from backends import numpy_ref
-from backends.numpy_ref import DEVICE, DTYPES, available, prepare  # noqa: F401
+from tests.fakes._base import Fake
 
 
-def run(state, iterations, log_every):
-    numpy_ref.run(state, iterations, log_every)
-    state["saturated"] = iterations >= 50
+class Saturating(Fake):
+    NAME = "fake-saturating"
 
+    def run(self, state, iterations, log_every):
+        super().run(state, iterations, log_every)
+        state["saturated"] = iterations >= 50
 
-def fetch(state):
-    result = numpy_ref.fetch(state)
-    if state.get("saturated"):
-        result.weights[0] = np.zeros_like(result.weights[0])
-        result.weights[0][-1, :] = -709.3  # bias row, every z = -709.3: s(z) ~ 9e-309 in float64
-    return result
+    def fetch(self, state):
+        result = super().fetch(state)
+        if state.get("saturated"):
+            result.weights[0] = np.zeros_like(result.weights[0])
+            result.weights[0][-1, :] = -709.3  # bias row, every z = -709.3: s(z) ~ 9e-309 in float64
+        return result

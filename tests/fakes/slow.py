@@ -2,10 +2,12 @@
 
 import time
 
-from backends import numpy_ref
-from backends.numpy_ref import DEVICE, DTYPES, available, fetch, prepare  # noqa: F401
+from tests.fakes._base import Fake
 
 
-def run(state, iterations, log_every):
-    time.sleep(0.02 * iterations)
-    numpy_ref.run(state, iterations, log_every)
+class Slow(Fake):
+    NAME = "fake-slow"
+
+    def run(self, state, iterations, log_every):
+        time.sleep(0.02 * iterations)
+        super().run(state, iterations, log_every)

@@ -1,7 +1,10 @@
 """Cannot run here, and says why."""
 
-from backends.numpy_ref import DEVICE, DTYPES, fetch, prepare, run  # noqa: F401
+from tests.fakes._base import Fake
 
 
-def available():
-    return "needs the fake accelerator, which this machine lacks"
+class Unavailable(Fake):
+    NAME = "fake-unavailable"
+
+    def available(self):
+        return "needs the fake accelerator, which this machine lacks"

@@ -11,45 +11,34 @@ buffer is allocated once in ``prepare`` and each elementwise stretch of an itera
   in place (with W before this iteration's update, SPEC step 5), then ``W += alpha * grad``.
 
 So an iteration of the 3-layer net is 2 x 2 + 1 + 3 + 2 = 10 kernels with no allocation. The
-same step, captured once into CUDA graphs and replayed, is `cupy-graph` (``backends.cupy_graph``).
+same step, captured once into CUDA graphs and replayed, is `cupy-graph` (``backends.cupy_graph_backend``).
 
 The kernels' arithmetic is the spec's formula (``1 / (1 + exp(-z))``, slope from the output). The
 CUDA compiler may contract ``w + alpha * g`` into a fused multiply-add, so the last bits can
 differ from NumPy's; well inside the 1e-10 agreement tolerance.
 
-``Fused`` takes its array module and kernels as arguments: tests drive the same host code (buffer
-plumbing, operation order, logging) with NumPy and NumPy versions of the kernels on any machine.
-The kernels themselves need a GPU.
+``Fused`` takes its array module and kernels as arguments, and so does the backend
+(``CupyFused(xp, kernels)``; ``backends.load`` makes the CuPy one): tests drive the same host code
+(buffer plumbing, operation order, logging) with NumPy and NumPy versions of the kernels on any
+machine. The kernels themselves need a GPU. Availability, declarations and the thread methods are
+`cupy`'s (``CupyFused`` subclasses ``Cupy``).
 """
 
 from __future__ import annotations
 
+from functools import cache
 from types import SimpleNamespace
 
 import numpy as np
 
-from backends.base import Problem, TrainResult, check_dtype, n_logged
-
-DTYPES = ("float64", "float32")
-DEVICE = "gpu"
+from backends.base import Problem, TrainResult, n_logged
+from backends.cupy_backend import Cupy, _cupy, synchronize
 
 
-def available() -> str | None:
-    try:
-        import cupy as cp
-    except ImportError:
-        return "package 'cupy' not installed"
-    try:
-        count = cp.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError without a driver, RuntimeError without libcudart
-        return f"no usable CUDA device: {type(exc).__name__}: {exc}"
-    return None if count else "no CUDA device found"
-
-
+@cache
 def cupy_kernels():
-    """The fused kernels (compiled by CuPy on first call, per dtype)."""
-    import cupy as cp
-
+    """The fused kernels (made once per process; compiled by CuPy on first call, per dtype)."""
+    cp = _cupy()
     return SimpleNamespace(
         sigmoid_=cp.ElementwiseKernel("", "T a", "a = T(1) / (T(1) + exp(-a))", "nnbench_sigmoid"),
         output=cp.ElementwiseKernel(
@@ -124,51 +113,46 @@ class Fused:
             k.update_(self.alpha, self.grad[layer], W[layer])
 
 
-def _sync() -> None:
-    import cupy as cp
-
-    cp.cuda.get_current_stream().synchronize()  # kernels are queued asynchronously: finish first
-
-
-def prepare(problem: Problem, xp=None, kernels=None) -> dict:
-    """Device buffers for ``problem``; ``xp``/``kernels`` default to CuPy's (tests: NumPy's)."""
-    check_dtype(DTYPES, problem, "cupy-fused")
-    if xp is None:
-        import cupy as xp
-
-        kernels = cupy_kernels()
-        sync = _sync
-    else:
-        sync = None
-    return {"fused": Fused(problem, xp, kernels), "losses": [], "sync": sync}
-
-
-def run(state: dict, iterations: int, log_every: int) -> None:
-    f = state["fused"]
-    losses = f.xp.empty(n_logged(iterations, log_every), f.X.dtype)
-    for it in range(iterations):
-        log = bool(log_every) and it % log_every == 0
-        f.step(log)
-        if log:
-            losses[it // log_every] = f.loss  # device to device: no synchronisation
-    if state["sync"] is not None:
-        state["sync"]()
-    state["losses"].append(losses)
-
-
 def to_host(xp, array) -> np.ndarray:
     return np.array(array.get() if hasattr(array, "get") else array, dtype=array.dtype)
 
 
-def fetch(state: dict) -> TrainResult:
-    f = state["fused"]
-    losses = [to_host(f.xp, x).astype(np.float64) for x in state["losses"]]
-    return TrainResult([to_host(f.xp, w) for w in f.W], np.concatenate(losses) if losses else np.empty(0))
+class CupyFused(Cupy):
+    NAME = "cupy-fused"
+    SUMMARY = "CuPy with fused elementwise kernels and preallocated buffers"
+    COLOUR, MARKER = "#882255", "H"
+    LEVEL = "tuned"
 
+    def __init__(self, xp=None, kernels=None) -> None:
+        """``xp`` and ``kernels`` default (None) to CuPy and ``cupy_kernels()``; tests pass NumPy
+        and ``numpy_kernels()``."""
+        self.xp, self.kernels = xp, kernels
 
-def threads() -> int | None:
-    return None  # one host thread queues the kernels
+    def _modules(self):
+        """(array module, kernels, synchronise or None) this backend runs with."""
+        if self.xp is None:
+            return _cupy(), cupy_kernels(), synchronize
+        return self.xp, self.kernels, None
 
+    def prepare(self, problem: Problem) -> dict:
+        """Device buffers for ``problem``."""
+        self.check(problem)
+        xp, kernels, sync = self._modules()
+        return {"fused": Fused(problem, xp, kernels), "losses": [], "sync": sync}
 
-def set_threads(n: int) -> None:
-    """Nothing to set: the work runs on the GPU."""
+    def run(self, state: dict, iterations: int, log_every: int) -> None:
+        f = state["fused"]
+        losses = f.xp.empty(n_logged(iterations, log_every), f.X.dtype)
+        for it in range(iterations):
+            log = bool(log_every) and it % log_every == 0
+            f.step(log)
+            if log:
+                losses[it // log_every] = f.loss  # device to device: no synchronisation
+        if state["sync"] is not None:
+            state["sync"]()
+        state["losses"].append(losses)
+
+    def fetch(self, state: dict) -> TrainResult:
+        f = state["fused"]
+        losses = [to_host(f.xp, x).astype(np.float64) for x in state["losses"]]
+        return TrainResult([to_host(f.xp, w) for w in f.W], np.concatenate(losses) if losses else np.empty(0))

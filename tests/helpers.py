@@ -1,0 +1,40 @@
+"""What several test files share: a usable backend or a skip that says why, and the published-run
+assertions (SPEC: every float64 backend reproduces both seed runs to the last printed digit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+import backends
+from backends.base import Backend, TrainResult
+from harness.problems import XOR2_PUBLISHED_OUTPUT, XOR3_PUBLISHED_LOSSES, xor2
+
+#: The published xor2 print is the forward pass after 9999 updates (iteration 10000's).
+XOR2_UPDATES = 9999
+
+
+def usable(name: str) -> Backend:
+    """The backend, or a skip naming why it cannot run here (a missing package, no GPU)."""
+    why = backends.availability(name)
+    if why:
+        pytest.skip(f"{name} unavailable here: {why}")
+    return backends.load(name)
+
+
+def printed_losses(losses: Sequence[float]) -> tuple[float, ...]:
+    """The losses as the published xor3 run prints them (12 significant digits)."""
+    return tuple(float(f"{float(loss):.12g}") for loss in losses)
+
+
+def assert_xor3_published(losses: Sequence[float]) -> None:
+    """The xor3 trace (60000 iterations, logged every 10000) to the last published digit."""
+    assert printed_losses(losses) == XOR3_PUBLISHED_LOSSES
+
+
+def assert_xor2_published(result: TrainResult) -> None:
+    """The xor2 output after ``XOR2_UPDATES`` updates, to the 8 published decimals."""
+    output = 1 / (1 + np.exp(-(xor2().X @ result.weights[0])))
+    assert tuple(f"{v:.8f}" for v in output.ravel()) == tuple(f"{v:.8f}" for v in XOR2_PUBLISHED_OUTPUT)
