@@ -32,12 +32,12 @@ only the innermost loop, so the two loop orders stay two.
 
 Specialisation instead of hand-unrolled paths. D, O, the layout and the form (``fuse``: D and O
 <= FUSE_MAX) are closure variables of each kernel, and so compile-time constants; small kernels
-also fix N and H, the 2-layer kernel N (up to SMALL_WORK). The helpers take them as arguments
-and are inlined at Numba IR level, where Numba prunes the branches on constant flags (``if
-cols``, ``if fuse``) before typing -- each kernel compiles one layout and one form -- and LLVM
-sees constant trip counts for ``range(D)``, ``range(O)`` (and ``range(N)``, ``range(H)`` when
-small), which it unrolls: at N = H = 4 the whole iteration is straight-line code, twice as fast
-as the old scalar small-problem kernel. (Without the IR-level inlining LLVM kept the helpers as
+(N*H <= SMALL_WORK) also fix H. The helpers take them as arguments and are inlined at Numba IR
+level, where Numba prunes the branches on constant flags (``if cols``, ``if fuse``) before
+typing -- each kernel compiles one layout and one form -- and LLVM sees constant trip counts for
+``range(D)``, ``range(O)`` (and ``range(H)`` when small), which it unrolls: at 4 x 4 the
+iteration is unrolled over d, o and h, about twice as fast as the old scalar small-problem
+kernel. (Without the IR-level inlining LLVM kept the helpers as
 calls, with a refcount pair per array argument: 4x slower at 4 x 4.) Where a loop needs one
 running sum per input or output (the column layout's fused backward pass), the sums live in a
 UniTuple of length D or O (``_filled`` + ``tuple_setitem``, the tuples DT, OT giving the length),
@@ -438,65 +438,65 @@ KERNELS: dict[tuple, object] = {}
 
 def train_kernel(layers: int, D: int, O: int, cols: bool, parallel: bool, N: int, H: int):  # noqa: E741
     """The whole loop ``kernel(net, work, iterations, log_every, losses)`` for this shape, made once
-    per process (Numba's disk cache serves its compiled code across processes). N and H count
-    only where the kernel is specialised on them: small problems (N*H <= SMALL_WORK, or N <=
-    SMALL_WORK for the 2-layer net)."""
+    per process (Numba's disk cache serves its compiled code across processes). H counts only
+    where the kernel is specialised on it: small problems (N*H <= SMALL_WORK). N never does: a
+    kernel fixing N too was measured no faster at the sweep's small points (and up to 1.3x
+    slower at 16x16 and 64x4), and would compile once more for every batch size."""
     fuse = D <= FUSE_MAX and O <= FUSE_MAX
     if layers == 1:
-        key = ("net1", D, O, N if N <= SMALL_WORK else 0)
+        key = ("net1", D, O)
     elif not parallel and N * H <= SMALL_WORK:
-        key = ("small", D, O, N, H)
+        key = ("small", D, O, H)
     else:
         key = ("parallel" if parallel else "serial", D, O, bool(cols))
     if key not in KERNELS:
         if key[0] == "net1":
-            KERNELS[key] = _train_net1(key[3], D, O)
+            KERNELS[key] = _train_net1(D, O)
         elif key[0] == "small":
-            KERNELS[key] = _train_small(N, H, D, O, fuse, (0,) * D, (0,) * O)
+            KERNELS[key] = _train_small(H, D, O, fuse, (0,) * D, (0,) * O)
         else:
             make = _train_parallel if parallel else _train_serial
             KERNELS[key] = make(D, O, key[3], fuse, (0,) * D, (0,) * O)
     return KERNELS[key]
 
 
-def _train_net1(NS, D, O):  # noqa: E741
+def _train_net1(D, O):  # noqa: E741
     @njit(cache=True, **OPTS)
     def train_net1(net, work, iterations, log_every, losses):
         """The 2-layer net: its one layer is an output layer over the whole batch (A = X, H = D)."""
         # (fields are read once, outside the loop: reading them inside would cost refcounting)
         X, y, W0t, _, N, alpha, one = net
-        rows = NS if NS else N  # a constant for small batches
         d2 = work.d2[0]
         G = work.G0
         g = G[0]
         scale = 1.0 / (N * O)
         for it in range(iterations):
-            loss = output_rows(X, W0t, y, d2, rows, D, O, one)
+            loss = output_rows(X, W0t, y, d2, N, D, O, one)
             if log_every > 0 and it % log_every == 0:
                 losses[it // log_every] = loss * scale
-            acc_rows(g, d2, X, rows, O, D)
+            acc_rows(g, d2, X, N, O, D)
             update(W0t, G, 1, O, D, alpha)
 
     return train_net1
 
 
-def _train_small(NS, HS, D, O, fuse, DT, OT):  # noqa: E741
+def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
     @njit(cache=True, **OPTS)
     def train_small(net, work, iterations, log_every, losses):
-        """The 3-layer net with N*H <= SMALL_WORK: one row tile holding the whole batch, with N and
-        H compile-time constants -- no vector set-up or remainder loops at N = H = 4."""
+        """The 3-layer net with N*H <= SMALL_WORK: one row tile holding the whole batch, with H a
+        compile-time constant -- the loops over h unrolled, no vector set-up or remainder loops."""
         X, y, W0, W1t, N, alpha, one = net
         Abuf, d2, G0, G1, _ = work
         scale = 1.0 / (N * O)
         Af = Abuf[0]
-        A = Af.reshape((NS, HS))
+        A = Af.reshape((N, HS))
         X0 = X[0]
         y0 = y[0]
         d20 = d2[0]
         g0 = G0[0]
         g1 = G1[0]
         for it in range(iterations):
-            loss = tile_rows(X0, y0, W0, W1t, A, Af, d20, g0, g1, NS, HS, D, O, fuse, DT, OT, one)
+            loss = tile_rows(X0, y0, W0, W1t, A, Af, d20, g0, g1, N, HS, D, O, fuse, DT, OT, one)
             if log_every > 0 and it % log_every == 0:
                 losses[it // log_every] = loss * scale
             update(W1t, G1, 1, O, HS, alpha)
@@ -564,7 +564,7 @@ def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
 # Host side, shared by both backends
 
 
-SMALL_WORK = 256  # N*H up to this: the whole batch is one row tile, N and H compile-time constants
+SMALL_WORK = 256  # N*H up to this: the whole batch is one row tile, H a compile-time constant
 COLUMN_LAYOUT_MAX_H = 256  # widest layer for the column layout (measured: docs/performance.md)
 COLUMN_TILE_VALUES = 1 << 16  # column-layout tile T x H: 512 KiB of float64, L2-resident
 
