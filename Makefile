@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 # PyTorch's CPU wheel: a plain `torch` from PyPI is a multi-GB CUDA build on Linux.
 TORCH  ?= torch==2.13.0
 PRESET ?= default
+# pytest workers for `make test` / `make test-fast` (pytest-xdist); 1 runs the suite in one process.
+JOBS   ?= 2
 ARGS   ?=
 
 .PHONY: help venv test test-fast bench bench-quick plots validate list floor cuda-ptx gpu-check gpu-bench lint clean
@@ -32,10 +34,10 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 test: $(STAMP)
-	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest $(ARGS)
+	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest -n $(JOBS) --dist worksteal $(ARGS)
 
 test-fast: $(STAMP)
-	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest -m "not slow" $(ARGS)
+	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest -n $(JOBS) --dist worksteal -m "not slow" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check backends harness tests
