@@ -65,7 +65,7 @@ def test_validation_covers_the_unlogged_path_that_is_timed(tmp_path, fakes):
 
 
 def test_the_timed_trajectory_is_certified_healthy_not_only_the_validated_one(tmp_path, fakes):
-    frame = run_sweep(tmp_path, ["numpy", "fake-saturating"])  # validation: 3 iterations; T >= 50
+    frame = run_sweep(tmp_path, ["numpy", "fake-saturating"])  # validation: 3 iterations; the calibration reaches 10
     sick = frame[frame["backend"] == "fake-saturating"]
     assert set(sick["status"]) == {"unhealthy"} and sick["reason"].str.contains("subnormal").all()
     assert set(frame[frame["backend"] == "numpy"]["status"]) == {"ok"}

@@ -138,7 +138,8 @@ def test_the_timed_trajectory_is_checked_for_subnormals_beyond_the_validated_ite
     problem = scaled(8, 4, "float64", 3)
     healthy = timing.measure_point(_Saturating(after=1 << 30), problem, request(problem), threads=None)
     assert isinstance(healthy, protocol.Calibrated)
-    sick = timing.measure_point(_Saturating(after=50), problem, request(problem), threads=None)  # validation: 4 iterations
+    # from 5 iterations on: beyond the 4 validated ones, reached by the calibration runs
+    sick = timing.measure_point(_Saturating(after=5), problem, request(problem), threads=None)
     assert isinstance(sick, protocol.Failure) and sick.status is Status.UNHEALTHY
     assert "subnormal" in sick.reason and "of the timed run" in sick.reason and sick.first.compile_seconds > 0
 

@@ -1,4 +1,4 @@
-"""Right over the validated iterations, then saturated: a run of 50 or more iterations returns a
+"""Right over the validated iterations, then saturated: a run of 10 or more iterations returns a
 hidden layer whose activations and deltas are subnormal (as a diverging network's would be)."""
 
 import numpy as np
@@ -11,7 +11,7 @@ class Saturating(Fake):
 
     def run(self, state, iterations, log_every):
         super().run(state, iterations, log_every)
-        state["saturated"] = iterations >= 50
+        state["saturated"] = iterations >= 10
 
     def fetch(self, state):
         result = super().fetch(state)
