@@ -85,7 +85,9 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
-def _class(name: str) -> type[Backend]:
+def info(name: str) -> type[Backend]:
+    """The backend's class: its declarations, read without importing its optional library.
+    Raises UnknownBackend, or ImportError when its file is missing or broken."""
     try:
         module = importlib.import_module(REGISTRY[name])
     except KeyError:
@@ -96,15 +98,9 @@ def _class(name: str) -> type[Backend]:
     return found[0]
 
 
-def info(name: str) -> type[Backend]:
-    """The backend's class: its declarations, read without importing its optional library.
-    Raises UnknownBackend, or ImportError when its file is missing or broken."""
-    return _class(name)
-
-
 @cache
 def _instance(name: str, module: str) -> Backend:
-    return _class(name)()
+    return info(name)()  # keyed by the module too: a test may point a name at another module
 
 
 def load(name: str) -> Backend:
@@ -149,7 +145,7 @@ def base_of(name: str) -> str | None:
 def of_family(family: str, device: str, among=None) -> list[str]:
     """Backends (of ``among``, default all registered) declaring ``FAMILY`` and ``DEVICE``, in
     registry order: e.g. ("numba", "cpu") are the Numba CPU rungs the reports compare."""
-    pool = names() if among is None else [n for n in names() if n in set(among)] + sorted(set(among) - set(names()))
+    pool = names() if among is None else [n for n in names() if n in set(among)]
     return [n for n in pool if declared(n, "FAMILY") == family and declared(n, "DEVICE") == device]
 
 
@@ -210,8 +206,5 @@ def availability(name: str) -> str | None:
         return f"import failed: {type(exc).__name__}: {exc}"
     try:
         return backend.available()
-    except ImportError as exc:
-        missing = getattr(exc, "name", None)
-        return f"package {missing!r} not installed" if missing else f"import failed: {exc}"
     except Exception as exc:
         return f"availability check failed: {type(exc).__name__}: {exc}"

@@ -44,7 +44,6 @@ class CudaBackend(Backend):
 
     COMPILER: ClassVar[str] = ""
     DEVICE = "gpu"
-    DTYPES = ("float64", "float32")
 
     def __init__(self) -> None:
         self.version = version(self.COMPILER)

@@ -43,7 +43,6 @@ class Cupy(Backend):
     COLOUR, MARKER = "#6A3D9A", "h"
     FAMILY = "cupy"
     LEVEL = "plain"
-    DTYPES = ("float64", "float32")
     # COMPILES stays True: CuPy builds its elementwise kernels on first use, into a cache it does
     # not count (``compilations`` None: "unknown").
 

@@ -146,7 +146,6 @@ class Jax(Backend):
     COLOUR, MARKER = "#CC79A7", "v"
     FAMILY = "jax"
     LEVEL = "plain"
-    DTYPES = ("float64", "float32")
 
     def available(self) -> str | None:
         try:

@@ -40,7 +40,6 @@ class NumbaCpu(Backend):
     NAME = "numba-cpu"
     SUMMARY = "Numba @njit, whole loop compiled, one thread"
     PACKAGE = "numba"
-    DEVICE = "cpu"
     COLOUR, MARKER = "#E69F00", "s"
     FAMILY = "numba"
     LEVEL = "tuned"

@@ -70,7 +70,6 @@ class Torch(Backend):
     COLOUR, MARKER = "#0072B2", "P"
     FAMILY = "torch"
     LEVEL = "plain"
-    DTYPES = ("float64", "float32")
     COMPILES = False  # eager ATen kernels, built with torch
 
     def available(self) -> str | None:

@@ -168,15 +168,15 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
 
 
 def _cpu_peers(table, frame) -> list[str]:
-    """Backends timed on the CPU here, besides the NumPy reference (the rows' ``device``)."""
+    """Backends timed on the CPU here, besides the NumPy reference (the rows' ``device``; a row
+    without one: ``results.nominal_device`` on a machine without a GPU)."""
+    from harness.results import nominal_device
+
     device = frame.groupby("backend")["device"].last() if "device" in frame.columns else pd.Series(dtype=object)
 
-    def where(b):  # rows without a device: where the backend is declared to run ("any": taken as the CPU)
+    def where(b):
         d = device.get(b)
-        if isinstance(d, str) and d:
-            return d
-        declared = backends.declared(b, "DEVICE", "cpu")
-        return "cpu" if declared == "any" else declared
+        return d if isinstance(d, str) and d else nominal_device(b, has_gpu=False)
 
     return [b for b in table.columns if b != REFERENCE and where(b) == "cpu"]
 
