@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" || echo "note: $(TORCH) not installable here; the torch backends will report why"
 	$(BIN)/python -m pip install -q -e ".[test,peers]" || $(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[ladder]" || echo "note: the [ladder] extra (cffi, cython, pythran, warp-lang) is not installable here; those backends will report why"
 	touch $(STAMP)
 
 venv: $(STAMP)

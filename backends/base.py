@@ -14,8 +14,12 @@ Declarations (class attributes; the defaults below)::
     DEVICE     "cpu", "gpu", or "any" (the GPU where the process has one, else the CPU)
     COLOUR, MARKER   how every figure draws it (None: a stable colour from the name)
     FAMILY     what it is built with, for the reports' groups ("numba": the Numba rungs)
-    LEVEL      how much work it represents: "spec", "reference", "plain" (what most users write),
-               "tuned" (an expert's)
+    LEVEL      how much work it represents: "spec", "reference", "naive" (array code put under a
+               compiler as it stands), "plain" (what most users write), "tuned" (an expert's)
+    TWIN       the backend whose algorithm this one reproduces with another compiler or tool
+               (``c`` -> ``numba-cpu``): the reports print the pair's ratio at every point
+    LOOP_FILES the files, relative to the repository root, that hold its training loop, for the
+               speed-vs-effort figure's line count (empty: its own file)
     DTYPES     the dtypes it supports
     COMPILES   False: runs only code built before it was imported (``cache`` = "none")
     SIMULATED  True while the CUDA simulator stands in for a GPU (the harness shortens its cases)
@@ -52,7 +56,7 @@ import numpy as np
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 DEVICES = ("cpu", "gpu", "any")
-LEVELS = ("spec", "reference", "plain", "tuned")
+LEVELS = ("spec", "reference", "naive", "plain", "tuned")
 
 
 class Backend:
@@ -66,6 +70,8 @@ class Backend:
     MARKER: ClassVar[str] = "o"
     FAMILY: ClassVar[str] = ""
     LEVEL: ClassVar[str] = "plain"
+    TWIN: ClassVar[str | None] = None
+    LOOP_FILES: ClassVar[tuple[str, ...]] = ()
     DTYPES: ClassVar[tuple[str, ...]] = ("float64", "float32")
     COMPILES: ClassVar[bool] = True
     SIMULATED: bool = False
