@@ -24,7 +24,18 @@ Method (docs/performance.md discusses it with the numbers):
    - memory: the fewest bytes are X and y read once and each weight matrix read and written once:
      itemsize * (N*(D+O) + 2*(D*H + H*O)); t_memory = bytes / bandwidth. (Activations need never
      leave the cache when the loop is fused per row tile, so they are not counted.)
-   - floor = max(t_compute, t_memory).
+   - latency: one iteration is also a chain of dependent steps (the next iteration reads the
+     weights this one updated), which no number of cores or vector lanes shortens: see
+     ``critical_path``. t_latency = 2 * sigmoid_latency + depth * fma_latency, from the
+     ``sigmoid_latency_s_<dtype>`` and ``fma_latency_s_<dtype>`` ceilings (3. below).
+   - floor = max(t_compute, t_memory, t_latency). Throughput bounds the large points, latency the
+     small ones (at 4 x 4 the chain is several times the throughput time).
+
+3. The two latencies are measured on one thread as dependent chains: ``x = sigmoid(x)`` as the
+   kernels compute it (``one / (one + fexp(-x))``), and ``x = x*c + d`` (a multiply-add, whose
+   latency the model also uses for an add: equal on current x86 cores, within one cycle on
+   others). A folder whose ceilings predate them (no ``*_latency_*`` keys) gets the throughput
+   floor alone, and ``floor_parts`` says so (``latency_s`` None).
 
 The floor is optimistic on purpose (perfect overlap, no loop or reduction overhead): a backend
 within 2x of it is close to what this machine can do. This module imports Numba (to measure);
@@ -89,11 +100,28 @@ def _build():
                 buf[i] = x
 
     @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
+    def sigmoid_chain(x, reps, one):
+        for _ in range(reps):
+            x = one / (one + fexp(-x))  # x -> about 0.659: no overflow, no subnormals
+        return x
+
+    @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
+    def fma_chain(x, reps, c, d):
+        for _ in range(reps):
+            x = x * c + d
+            x = x * c + d
+            x = x * c + d
+            x = x * c + d
+        return x
+
+    @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
     def triad(a, b, c, s, lo, hi):
         for i in range(lo, hi):
             a[i] = b[i] + s * c[i]
 
-    _kernels = dict(np=np, sigmoid=sigmoid, exp=exp, fma16=fma16, triad=triad)
+    _kernels = dict(
+        np=np, sigmoid=sigmoid, exp=exp, fma16=fma16, triad=triad, sigmoid_chain=sigmoid_chain, fma_chain=fma_chain
+    )
     return _kernels
 
 
@@ -128,8 +156,8 @@ def measure_ceilings(seconds_budget: float = 2.0) -> dict:
     k = _build()
     np = k["np"]
     threads = numba.get_num_threads()
-    # 12 compute measurements and 2 bandwidth ones (counted double) share the budget
-    slot = max(seconds_budget, 0.2) / 16
+    # 12 compute measurements, 4 latency ones and 2 bandwidth ones (counted double) share the budget
+    slot = max(seconds_budget, 0.2) / 20
     out: dict = {"threads": threads, "method": "see harness/floor.py"}
     elems = 4096  # 32 KiB of float64: L1-resident
     for dtype in ("float64", "float32"):
@@ -152,6 +180,11 @@ def measure_ceilings(seconds_budget: float = 2.0) -> dict:
         out[f"fma_per_s_{dtype}_1t"] = 16 * 1024 * reps / _best(partial(k["fma16"], fbufs[0], reps, c, d), slot)
         calls = [partial(k["fma16"], b, reps * LONG, c, d) for b in fbufs]
         out[f"fma_per_s_{dtype}"] = threads * 16 * 1024 * reps * LONG / _best(partial(_on_threads, calls), slot, 2)
+        chain = 20000  # dependent steps per call (~0.1-1 ms)
+        k["sigmoid_chain"](t(0.5), 1, one)
+        out[f"sigmoid_latency_s_{dtype}"] = _best(partial(k["sigmoid_chain"], t(0.5), chain, one), slot) / chain
+        k["fma_chain"](t(0.5), 1, c, d)
+        out[f"fma_latency_s_{dtype}"] = _best(partial(k["fma_chain"], t(0.5), chain // 4, c, d), slot) / chain
     n = 8 << 20  # 3 arrays x 64 MiB: well past the 48 MiB L3 here
     a, b, c = np.zeros(n), np.ones(n), np.ones(n)
     k["triad"](a, b, c, 3.0, 0, 1024)
@@ -164,8 +197,46 @@ def measure_ceilings(seconds_budget: float = 2.0) -> dict:
     return out
 
 
+def _levels(n: int) -> int:
+    """Depth of a pairwise sum of n terms: ceil(log2(n))."""
+    return max(int(n) - 1, 0).bit_length()
+
+
+def critical_path(batch, hidden, inputs=3, outputs=1) -> dict:
+    """The dependent chain of one 3-layer iteration, in sigmoids and multiply-add (or add) steps.
+
+    From the weights the last iteration wrote back to the weights this one writes, along the
+    longest path (through W0), every sum taken as a pairwise tree (the least depth any order
+    could have; a kernel summing serially has a longer chain):
+
+    - hidden pre-activation z1 = x . W0[:, h]: one multiply, lg D adds;
+    - a1 = sigmoid(z1): one sigmoid;
+    - output pre-activation z2 = a1 . W1[:, o]: one multiply, lg H adds;
+    - a2 = sigmoid(z2): one sigmoid;
+    - output delta (y - a2) * a2 * (1 - a2): three steps (1 - a2, the product, times err);
+    - hidden delta (d2 . W1[h, :]) * a1 * (1 - a1): one multiply, lg O adds, one multiply
+      (a1 * (1 - a1) is ready by then, off the chain);
+    - gradient of W0, X.T @ d1: one multiply, lg N adds;
+    - the update W0 += alpha * g: one multiply-add.
+
+    lg n = ceil(log2(n)). Returns {"sigmoids": 2, "steps": ...}."""
+    N, H, D, O = batch, hidden, inputs, outputs  # noqa: E741
+    steps = (1 + _levels(D)) + (1 + _levels(H)) + 3 + (2 + _levels(O)) + (1 + _levels(N)) + 1
+    return {"sigmoids": 2, "steps": steps}
+
+
+def latency_seconds(batch, hidden, dtype, ceilings, inputs=3, outputs=1) -> float | None:
+    """Least seconds the critical path of one iteration takes (None: no latency ceilings)."""
+    sig, fma = ceilings.get(f"sigmoid_latency_s_{dtype}"), ceilings.get(f"fma_latency_s_{dtype}")
+    if not sig or not fma:
+        return None
+    path = critical_path(batch, hidden, inputs, outputs)
+    return path["sigmoids"] * sig + path["steps"] * fma
+
+
 def floor_parts(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=False) -> dict:
-    """The floor's ingredients: work counts, bytes and the compute / memory times (pure arithmetic)."""
+    """The floor's ingredients: work counts, bytes, and the compute, memory and latency times (pure
+    arithmetic); ``latency_s`` is None for ceilings measured before the latencies were."""
     sfx = "_1t" if one_thread else ""
     N, H, D, O = batch, hidden, inputs, outputs  # noqa: E741
     sigmoids = N * (H + O)
@@ -175,18 +246,20 @@ def floor_parts(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=
         sigmoids / ceilings[f"sigmoid_per_s_{dtype}{sfx}"] + macs / ceilings[f"fma_per_s_{dtype}{sfx}"]
     )
     t_memory = nbytes / ceilings[f"bytes_per_s{sfx}"]
+    t_latency = latency_seconds(N, H, dtype, ceilings, D, O)
     return {
         "sigmoids": sigmoids,
         "macs": macs,
         "bytes": nbytes,
         "compute_s": t_compute,
         "memory_s": t_memory,
-        "floor_s": max(t_compute, t_memory),
+        "latency_s": t_latency,
+        "floor_s": max(t_compute, t_memory, t_latency or 0.0),
     }
 
 
 def floor_seconds(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=False) -> float:
-    """Least seconds one training iteration can take: max(compute time, memory time).
+    """Least seconds one training iteration can take: max(compute, memory, latency time).
 
     ``one_thread=True`` uses the single-thread ceilings (the floor for a serial backend);
     the default uses all threads (the floor for the machine).
@@ -199,9 +272,11 @@ if __name__ == "__main__":
 
     ceil = measure_ceilings()
     print(json.dumps({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in ceil.items()}, indent=1))
-    for n, h in ((4, 4), (4096, 1024), (65536, 4096)):
+    for n, h in ((4, 4), (64, 64), (4096, 1024), (65536, 4096)):
         for dt in ("float64", "float32"):
+            parts = floor_parts(n, h, dt, ceil, one_thread=True)
             print(
-                f"N={n} H={h} {dt}: floor {floor_seconds(n, h, dt, ceil) * 1e3:.4f} ms (all threads), "
-                f"{floor_seconds(n, h, dt, ceil, one_thread=True) * 1e3:.4f} ms (one thread)"
+                f"N={n} H={h} {dt}: floor {floor_seconds(n, h, dt, ceil) * 1e6:.4g} us (all threads), "
+                f"{parts['floor_s'] * 1e6:.4g} us (one thread: compute {parts['compute_s'] * 1e6:.3g}, "
+                f"memory {parts['memory_s'] * 1e6:.3g}, latency {parts['latency_s'] * 1e6:.3g})"
             )

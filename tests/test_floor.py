@@ -1,0 +1,56 @@
+"""The CPU floor (harness.floor): the critical-path count, the latency-aware floor, the ceilings."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.floor import critical_path, floor_parts, floor_seconds, latency_seconds, measure_ceilings
+
+# Round figures of the kind measure_ceilings returns (one thread = all threads here).
+CEIL = {
+    **{f"{k}_per_s_{dt}{sfx}": v for k, v in (("sigmoid", 1e9), ("exp", 1.2e9), ("fma", 2e10))
+       for dt in ("float64", "float32") for sfx in ("", "_1t")},
+    "bytes_per_s": 2e10,
+    "bytes_per_s_1t": 1.5e10,
+    "sigmoid_latency_s_float64": 20e-9,
+    "fma_latency_s_float64": 1e-9,
+    "sigmoid_latency_s_float32": 15e-9,
+    "fma_latency_s_float32": 1e-9,
+}
+
+
+def test_critical_path_of_the_seed_size():
+    # D=3: 1 + 2 levels; H=4: 1 + 2; output delta 3; hidden delta 2 + 0 (O=1); N=4: 1 + 2; update 1
+    assert critical_path(4, 4) == {"sigmoids": 2, "steps": 15}
+    assert critical_path(1, 1, inputs=1, outputs=1)["steps"] == 1 + 1 + 3 + 2 + 1 + 1
+    # each doubling of N or H adds one level of its sum, nothing else
+    assert critical_path(8, 4)["steps"] == 16 and critical_path(4, 8)["steps"] == 16
+    assert critical_path(5, 4)["steps"] == 16  # a pairwise sum of 5 terms is 3 levels deep
+
+
+def test_latency_bounds_small_points_and_throughput_large_ones():
+    small = floor_parts(4, 4, "float64", CEIL, one_thread=True)
+    assert small["latency_s"] == pytest.approx(2 * 20e-9 + 15 * 1e-9)
+    assert small["floor_s"] == small["latency_s"] > max(small["compute_s"], small["memory_s"])
+    large = floor_parts(65536, 1024, "float64", CEIL)
+    assert large["floor_s"] == max(large["compute_s"], large["memory_s"]) > large["latency_s"]
+    assert floor_seconds(4, 4, "float32", CEIL) == pytest.approx(2 * 15e-9 + 15e-9)
+
+
+def test_ceilings_without_latencies_give_the_throughput_floor():
+    old = {k: v for k, v in CEIL.items() if "latency" not in k}
+    parts = floor_parts(4, 4, "float64", old)
+    assert parts["latency_s"] is None and latency_seconds(4, 4, "float64", old) is None
+    assert parts["floor_s"] == max(parts["compute_s"], parts["memory_s"])
+
+
+@pytest.mark.slow
+def test_measured_latencies_are_plausible():
+    ceil = measure_ceilings(seconds_budget=0.3)
+    for dt in ("float64", "float32"):
+        fma, sig = ceil[f"fma_latency_s_{dt}"], ceil[f"sigmoid_latency_s_{dt}"]
+        # a dependent multiply-add takes cycles, not nanoseconds by the dozen; a sigmoid (an exp
+        # polynomial and a division) is a chain of several of them
+        assert 1e-11 < fma < 1e-8 and 3 * fma < sig < 1e-6
+        # a chain is slower than the throughput of independent operations
+        assert 1 / fma < ceil[f"fma_per_s_{dt}_1t"]
