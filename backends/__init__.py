@@ -33,10 +33,17 @@ from backends.base import Backend
 NAMES = (
     "python",
     "numpy",
+    "numba-naive",
+    "numba-loops",
     "numba-cpu",
     "numba-parallel",
+    "c",
+    "c-openmp",
+    "cython",
+    "pythran",
     "numba-cuda",
     "numba-cuda-mlir",
+    "warp",
     "jax",
     "jax-unrolled",
     "torch",
@@ -177,8 +184,13 @@ def library_of(package: str | None, versions) -> str:
 
 
 def library(name: str) -> str:
-    """The library (and its version) that runs backend ``name``'s loop, e.g. 'numba 0.68.1'."""
+    """The library (and its version) that runs backend ``name``'s loop, e.g. 'numba 0.68.1', or
+    what the backend's own ``library()`` says (a compiled backend: compiler, version, flags)."""
     from importlib import metadata
+
+    own = info(name).library()
+    if own:
+        return own
 
     def installed(dist: str) -> str | None:
         if dist == "python":

@@ -25,8 +25,8 @@ Declarations (class attributes; the defaults below)::
     SIMULATED  True while the CUDA simulator stands in for a GPU (the harness shortens its cases)
     BYTES_PER_ELEMENT   peak memory per N*H element in float64 (admission; ``memory_bytes``)
 
-Methods: ``available``, ``threads``, ``set_threads``, ``compilations``, ``runs_on`` and
-``memory_bytes`` have defaults; ``prepare``, ``run`` and ``fetch`` are the backend::
+Methods: ``available``, ``threads``, ``set_threads``, ``compilations``, ``runs_on``, ``library``
+and ``memory_bytes`` have defaults; ``prepare``, ``run`` and ``fetch`` are the backend::
 
     def prepare(problem) -> state       # copy inputs/weights where the loop will use them
     def run(state, iterations, log_every) -> None   # the whole training loop, synchronous
@@ -109,6 +109,12 @@ class Backend:
         """Programs this process has built so far (compiled or loaded), and how many came from a
         disk cache; None for a backend that compiles but cannot count."""
         return (0, 0) if not self.COMPILES else None
+
+    @classmethod
+    def library(cls) -> str | None:
+        """What the rows' ``library`` column says, where '<PACKAGE> <version>' (the default, None)
+        would not: a backend built by a toolchain names the compiler, its version and flags."""
+        return None
 
     @classmethod
     def memory_bytes(cls, dtype: str, batch: int, hidden: int) -> float:

@@ -43,6 +43,7 @@ class NumbaCpu(Backend):
     COLOUR, MARKER = "#E69F00", "s"
     FAMILY = "numba"
     LEVEL = "tuned"
+    LOOP_FILES = ("backends/numba_cpu_backend.py", "backends/_numba_kernels.py", "backends/_numba_exp.py")
 
     def available(self) -> str | None:
         try:

@@ -98,7 +98,8 @@ def test_plot_all_writes_figures_and_reports_bad_lines(drawn):
     assert f"alpha/runs.csv: 2 bad line(s) ignored (line {n_rows + 2}, {n_rows + 3})" in log
     for machine in ("alpha", "beta"):
         plots = root / machine / "plots"
-        for stem in ("time_vs_batch_float64", "time_vs_hidden_float64", "speedup_float64", "compile"):
+        for stem in ("time_vs_batch_float64", "time_vs_hidden_float64", "speedup_float64", "compile", "ladder_float64",
+                     "effort_float64"):  # fmt: skip
             for ext in ("png", "svg"):
                 path = plots / f"{stem}.{ext}"
                 assert path in written and path.stat().st_size > 1000, path
@@ -111,6 +112,13 @@ def test_plot_all_writes_figures_and_reports_bad_lines(drawn):
     assert not list((root / "beta").rglob("floor_*"))
     assert "beta: floor float64 skipped: machine.json has no 'ceilings'" in log
     assert "crosses at N~32" in log  # the crossover table goes through log too
+    # the machine README lists every figure drawn for it, the ladder's included
+    readme = (root / "alpha" / "README.md").read_text()
+    for stem in ("ladder_float64", "effort_float64", "speedup_float64", "floor_float64", "compile"):
+        assert f"- [`plots/{stem}.png`](plots/{stem}.png) ([svg](plots/{stem}.svg)): " in readme, stem
+    # a ladder rung with no row on this machine stays in the ladder figure's legend, with its reason
+    svg = (root / "alpha" / "plots" / "ladder_float64.svg").read_text()
+    assert "numba-parallel: not run" in svg and "numba-cpu" in svg
 
 
 def test_skipped_and_unhealthy_backends_are_named_in_the_footer(drawn):
@@ -175,7 +183,7 @@ def test_reporting_imports_no_backend_and_has_no_import_loop():
     import harness.report
 
     allowed_roots = {"__future__", "harness", "backends", "matplotlib", "numpy", "pandas", "io", "math", "re", "textwrap",
-                     "zlib", "collections", "pathlib", "dataclasses"}  # fmt: skip
+                     "zlib", "collections", "pathlib", "dataclasses", "tokenize"}  # fmt: skip
     graph = {}
     for info in pkgutil.iter_modules(harness.report.__path__):
         name = f"harness.report.{info.name}"
@@ -234,6 +242,9 @@ def test_summary_report(drawn):
     assert "| `python` | 4 | 0.021x | 0.021x at 4 x 4 |" in text  # the median of numpy (x1.05) over 50
     assert "| `numba-cuda` | 0 | not timed (skipped: no CUDA GPU) |" in text
     assert "slower than `numpy` at 4 of 7 points" in text
+    # the effort ladder: every Numba CPU rung, timed or not, by effort level
+    assert "### The effort ladder" in text and "| `numba-cpu` | tuned |" in text
+    assert "| `numba-parallel` | tuned |  |" in text and "not timed (not run)" in text
     assert "`numba-cuda` was not timed here (skipped: no CUDA GPU): GPU figures unmeasured." in text
 
 
@@ -267,8 +278,10 @@ def test_summary_floor_and_gpu_ratios():
     floor = lambda n, h, dtype, ceilings: 1e-11 * n * h / 1.5  # noqa: E731  (per iteration: best Numba = 1.5x floor)
     text = summary_markdown("m", frame, medians(frame), {"x": 1}, floor)
     assert "| 1024 x 1024 | 1.50 | 3.00 (`jax`) | 10.00 |" in text and "| 4096 x 1024 | 1.50 | 3.00 (`jax`) | 10.00 |" in text
-    assert "16 x 16 |" not in text.split("Points with N*H >= 2^20")[1]  # only N*H >= 2^20 is priced
-    assert "within 2x at 2 of 2 points" in text
+    assert "| 16 x 16 | 1.50 | 3.00 (`jax`) | 10.00 |" in text  # every point is priced, small ones too
+    assert "every point: 1.50-1.50; within 2x at 3 of 3 points" in text
+    assert "N*H >= 2^20: 1.50-1.50; within 2x at 2 of 2 points" in text
+    assert "the fastest CPU backend at 3 of 3 points." in text
     assert "N*H >= 2^20: median 2x" in text and "N*H < 2^14: median 2x" in text
     assert "largest common point (4096 x 1024): 25x" in text
 

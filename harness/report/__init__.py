@@ -6,12 +6,15 @@
   names, colours and markers (from the registry), the notes naming what is not drawn and why;
 * ``figures``: the figures of one machine (time per iteration, speed-up, floor) and their
   shared frame (footer, save); ``first_calls``: its ``compile`` figure;
+* ``ladder``: the effort ladder (the Numba CPU rungs by ``LEVEL``, their ``TWIN`` backends, each
+  backend's loop lines); ``ladder_figures``: its ``ladder`` and ``effort`` figures;
 * ``crossovers``: where one backend (or the GPU) overtakes another, per machine and per pair;
 * ``summary``: ``<machine>/plots/summary.md``, the headline figures;
 * ``compare``: across machines: time per iteration and speed-ups (``machines_<dtype>``), the
   fastest backend at every point (``fastest_<dtype>``) and ``plots/crossovers.md``;
 * ``machine_readme``: ``<machine>/README.md``;
-* ``readme_block``: the repository README's results tables.
+* ``readme_block``: the repository README's generated blocks (the answer it opens with, the
+  results tables).
 
 ``draw_all`` runs the builders of ``MACHINE_BUILDERS`` on each machine folder and those of
 ``CROSS_BUILDERS`` on all of them; adding a figure is adding a builder. Nothing here imports a
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import compare, figures, first_calls, machine_readme, summary
+from harness.report import compare, figures, first_calls, ladder, ladder_figures, machine_readme, summary
 from harness.report.crossovers import crossovers
 from harness.report.rows import REFERENCE, RUNS, Log, load, markdown, medians, newest, notes_for, ordered
 from harness.results import MACHINE, write_atomic
@@ -125,6 +128,21 @@ def _compile_figure(m: Machine) -> list[Path]:
     return figures.save(fig, m.out, "compile")
 
 
+def _ladder_figures(m: Machine) -> list[Path]:
+    written = []
+    for dtype in m.dtypes():
+        table = ladder.times(m.summary, dtype)
+        frame = m.frame[m.frame["dtype"] == dtype]
+        for stem, draw, what in (("ladder", ladder_figures.ladder_figure, "the effort ladder"),
+                                 ("effort", ladder_figures.effort_figure, "speed vs effort")):  # fmt: skip
+            fig, why = draw(table, frame, dtype, f"{m.name}: {what}, {dtype}", m.notes(dtype), m.head(dtype))
+            if fig is None:
+                m.log(f"plots: {m.name}: {stem} {dtype} skipped: {why}")
+            else:
+                written += figures.save(fig, m.out, f"{stem}_{dtype}")
+    return written
+
+
 def _summary_md(m: Machine) -> list[Path]:
     write_atomic(m.out / "summary.md", summary.summary_markdown(m.name, m.frame, m.summary, m.ceilings, m.floor_fn))
     return [m.out / "summary.md"]
@@ -138,9 +156,11 @@ def _crossovers_md(m: Machine) -> list[Path]:
     return [m.out / "crossovers.csv", m.out / "crossovers.md"]
 
 
-def _readme(m: Machine) -> list[Path]:
+def _readme(m: Machine, written: list[Path] = ()) -> list[Path]:
+    """The machine folder's README, listing the figures ``written`` into its plots folder."""
     path = m.home / "README.md"
-    write_atomic(path, machine_readme.readme(m.name, m.rows, m.fingerprint))
+    drawn = [p.relative_to(m.home).as_posix() for p in written if p.is_relative_to(m.home)]
+    write_atomic(path, machine_readme.readme(m.name, m.rows, m.fingerprint, drawn))
     return [path]
 
 
@@ -163,7 +183,7 @@ def _comparison(c: Machines) -> list[Path]:
 
 #: Run on each machine folder with data, in order (the README also for a folder without data).
 MACHINE_BUILDERS: tuple[Callable[[Machine], list[Path]], ...] = (
-    _time_figures, _speedup_figures, _floor_figures, _compile_figure, _summary_md, _crossovers_md,
+    _time_figures, _speedup_figures, _floor_figures, _compile_figure, _ladder_figures, _summary_md, _crossovers_md,
 )  # fmt: skip
 #: Run once on every machine folder.
 CROSS_BUILDERS: tuple[Callable[[Machines], list[Path]], ...] = (_machines_figures, _comparison)
@@ -197,13 +217,14 @@ def draw_all(results_dir: Path, out_dir: Path | None = None, log: Log = print, l
         frame, _ = newest(rows)
         m = Machine(name, rows, frame, medians(frame), fingerprint, home if out_dir is not None else home / "plots",
                     home, floor_fn, log)  # fmt: skip
+        mine: list[Path] = []
         if m.summary.empty:
             log(f"plots: {name}: no plottable rows; " + "; ".join(m.notes()))
         else:
             for build in MACHINE_BUILDERS:
-                written += build(m)
+                mine += build(m)
             summaries[name] = m.summary
-        written += _readme(m)
+        written += mine + _readme(m, mine)
         notes += [f"[{name}] {n}" for n in notes_for(rows)]
     cross = Machines(loaded, summaries, Path(out_dir) if out_dir is not None else results_dir / "plots", log, notes)
     for build in CROSS_BUILDERS:
@@ -228,9 +249,9 @@ def draw_repository(results_dir: Path, log: Log = print) -> list[Path]:
         try:
             changed = readme_block.update(readme, results_dir, loaded)
         except ValueError as exc:
-            log(f"note: README tables not regenerated: {exc}")
+            log(f"note: README's generated blocks not regenerated: {exc}")
         else:
-            print(f"README.md: results tables {'regenerated' if changed else 'already current'}")
+            print(f"README.md: the answer and the results tables {'regenerated' if changed else 'already current'}")
     return paths
 
 

@@ -53,11 +53,11 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
 
     def add(machine, dtype, hidden, challenger, baseline, mine: pd.Series, base: pd.Series):
-        both = pd.concat([mine, base], axis=1, keys=["c", "b"]).dropna().sort_index()
+        both = pd.concat([mine, base], axis=1, keys=["challenger", "baseline"]).dropna().sort_index()
         if both.empty:
             rows.append((machine, dtype, hidden, challenger, baseline, float("nan"), "no common batch sizes"))
             return
-        n, text = _crossing(both.index.to_numpy(), (both["c"] / both["b"]).to_numpy())
+        n, text = _crossing(both.index.to_numpy(), (both["challenger"] / both["baseline"]).to_numpy())
         rows.append((machine, dtype, hidden, challenger, baseline, n, text))
 
     for (machine, dtype, hidden), part in summary.groupby(["source", "dtype", "hidden"], sort=True):
@@ -119,10 +119,10 @@ def pair_crossovers(machines: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> p
                     c = _side(cpu_summary, devices[cpu_m], "cpu", dtype, hidden)
                     if g.empty or c.empty:
                         continue
-                    both = pd.concat([g["median"], c["median"]], axis=1, keys=["g", "c"]).dropna()
+                    both = pd.concat([g["median"], c["median"]], axis=1, keys=["gpu", "cpu"]).dropna()
                     if both.empty:
                         continue
-                    n, text = _crossing(both.index.to_numpy(), (both["g"] / both["c"]).to_numpy())
+                    n, text = _crossing(both.index.to_numpy(), (both["gpu"] / both["cpu"]).to_numpy())
                     top = both.index.max()
                     out.append({
                         "gpu_machine": gpu_m, "cpu_machine": cpu_m, "dtype": dtype, "hidden": hidden,

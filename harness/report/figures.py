@@ -2,7 +2,8 @@
 
 Per machine folder and dtype (in ``<machine>/plots/``): ``time_vs_batch``, ``time_vs_hidden``,
 ``speedup``, ``floor`` (needs ``harness.floor`` and a ``ceilings`` entry in machine.json); the
-``compile`` figure is ``harness.report.first_calls``'s and the cross-machine figures are
+``compile`` figure is ``harness.report.first_calls``'s, the ``ladder`` and ``effort`` figures
+``harness.report.ladder_figures``', and the cross-machine figures are
 ``harness.report.compare``'s, both drawn in this module's frame (``new_figure``, ``footer``). Each footer names
 every backend and point that is not drawn, with the reason (``rows.notes_for``).
 """
@@ -35,20 +36,24 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_on_hyphens=False)  # keep backend names like numba-cuda whole
 
 
+def _head(head: str) -> str:
+    return f"{head}. Plotted: rows with status ok and validated; each point is its newest run."
+
+
 def footer(fig: Figure, notes: list[str], head: str, width_chars: int) -> None:
-    lines = _wrap(
-        f"{head}. Plotted: rows with status ok and validated; each point is its newest run.", width_chars
-    )
+    lines = _wrap(_head(head), width_chars)
     if notes:
         lines += _wrap("not shown: " + "; ".join(notes), width_chars)
     fig.text(0.005, 0.005, "\n".join(lines), fontsize=7.5, va="bottom", ha="left", color="#333333")
 
 
-def new_figure(ncols: int, nrows: int, notes: list[str], panel=(4.0, 3.2)) -> tuple[Figure, int, float]:
-    """Figure with room at the bottom for the footer; returns (fig, wrap width, footer height fraction)."""
+def new_figure(ncols: int, nrows: int, notes: list[str], panel=(4.0, 3.2), head: str = "") -> tuple[Figure, int, float]:
+    """Figure with room at the bottom for the footer; returns (fig, wrap width, footer height fraction).
+    ``head``: the footer's head when it may need more than one line."""
     width = max(7.0, panel[0] * ncols + 1.8)
     width_chars = int(width * 15)
-    n_lines = 1 + len(_wrap("not shown: " + "; ".join(notes), width_chars)) if notes else 1
+    n_lines = max(1, len(_wrap(_head(head), width_chars))) if head else 1
+    n_lines += len(_wrap("not shown: " + "; ".join(notes), width_chars)) if notes else 0
     footer = 0.16 * n_lines + 0.12
     height = panel[1] * nrows + 0.6 + footer
     fig = Figure(figsize=(width, height), layout="constrained")

@@ -10,6 +10,9 @@ each point), so the README's tables can be regenerated from stored results with 
   and against the fastest other CPU backend;
 * each variant over the backend it derives from (``backends.base_of``: e.g. a threaded or
   unrolled subclass over its parent), by problem size;
+* the effort ladder (``harness.report.ladder``): each Numba CPU backend by effort level, with the
+  C twins, against NumPy by size band, with its loop lines; each twin pair's time ratio at every
+  point, and by band where each side is faster;
 * on a GPU machine, the Numba GPU backends over the best Numba CPU backend at the largest point
   measured, and against the GPU floor (``harness.gpu_floor``) where machine.json has the GPU
   ceilings.
@@ -27,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 import backends
+from harness.report import ladder
 from harness.report.rows import REFERENCE, ordered
 
 LANDMARKS = ((4, 4), (4096, 1024))
@@ -76,6 +80,7 @@ def summary_markdown(
         out += ["", f"## {dtype}", ""]
         out += speedup_table(table, frame, dtype)
         out += _numba_targets(table, frame, dtype, ceilings, floor_fn)
+        out += ladder.summary_section(table, frame, dtype)
         out += gpu_standing(table, frame)
         out += _gpu_target(table, frame, dtype)
         out += _gpu_floor(table, frame, dtype, ceilings)
@@ -132,11 +137,8 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
                 f"{_ratio(speed[slow])} at {_point(slow)}; slower than `{REFERENCE}` at {int((speed < 1).sum())} of {len(speed)} points."
             )
     lines += _variants(table)
-    large = best[[n * h >= LARGE for n, h in best.index]]
-    if large.empty:
-        return lines
     rows = []
-    for (n, h), t in large.items():
+    for (n, h), t in best.items():
         floor = float("nan")
         if ceilings and floor_fn is not None:
             try:
@@ -144,25 +146,45 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
             except Exception:  # a floor model that cannot price this point leaves the cell empty
                 floor = float("nan")
         others = table.loc[(n, h), [b for b in _cpu_peers(table, frame) if b not in have]].dropna()
-        peer = (f"{others.min() / t:.2f} (`{others.idxmin()}`)" if len(others) else "-")
+        peer = (others.min() / t, others.idxmin()) if len(others) else None
         ref = table[REFERENCE].get((n, h), float("nan")) / t if REFERENCE in table else float("nan")
         rows.append((n, h, t / floor if floor and np.isfinite(floor) else float("nan"), peer, ref))
+    if not rows:
+        return lines
     lines += [
         "",
-        "Points with N*H >= 2^20 (floor: `harness.floor.floor_seconds` with this machine's ceilings in `machine.json`):",
+        "Every point (floor: `harness.floor.floor_seconds` with this machine's ceilings in `machine.json`: the "
+        "larger of the throughput time and the critical path of one iteration; ceilings measured before the "
+        "latencies were give the throughput floor alone):",
         "",
         "| N x H | best Numba / floor | fastest other CPU backend / best Numba | numpy / best Numba |",
         "|---|---|---|---|",
     ]
-    for n, h, f, j, r in rows:
-        cells = [f"{f:.2f}" if np.isfinite(f) else "-", j, f"{r:.2f}" if np.isfinite(r) else "-"]
+    for n, h, f, peer, r in rows:
+        cells = [
+            f"{f:.2f}" if np.isfinite(f) else "-",
+            f"{peer[0]:.2f} (`{peer[1]}`)" if peer else "-",
+            f"{r:.2f}" if np.isfinite(r) else "-",
+        ]
         lines.append(f"| {n} x {h} | " + " | ".join(cells) + " |")
     floors = np.array([f for _, _, f, _, _ in rows])
-    floors = floors[np.isfinite(floors)]
-    if floors.size:
+    finite = np.isfinite(floors)
+    if finite.any():
         lines.append("")
+        for label, keep in (("every point", finite), ("N*H >= 2^20", finite & np.array([n * h >= LARGE for n, h, *_ in rows]))):
+            part = floors[keep]
+            if part.size:
+                lines.append(
+                    f"Best Numba / floor, {label}: {part.min():.2f}-{part.max():.2f}; within 2x at "
+                    f"{int((part <= 2).sum())} of {part.size} points."
+                )
+    beaten = [(n, h, peer) for n, h, _, peer, _ in rows if peer and peer[0] < 1]
+    compared = sum(1 for *_, peer, _ in rows if peer)
+    if compared:
         lines.append(
-            f"Best Numba / floor: {floors.min():.2f}-{floors.max():.2f}; within 2x at {int((floors <= 2).sum())} of {floors.size} points."
+            f"The best Numba backend is the fastest CPU backend at {compared - len(beaten)} of {compared} points"
+            + (": slower at " + ", ".join(f"{n} x {h} (`{p[1]}`, {1 / p[0]:.2f}x faster)" for n, h, p in beaten) if beaten else "")
+            + "."
         )
     return lines
 
