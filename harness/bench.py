@@ -86,7 +86,15 @@ def done_keys(path: Path, commit: str) -> tuple[set[tuple], dict[tuple, float]]:
 
 
 def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True) -> Path:
-    """Run the sweep, appending each finished point to ``<out>/<machine>/runs.csv``; returns that path."""
+    """Run the sweep, appending each finished point to ``<out>/<machine>/runs.csv``; returns that path.
+    The folder's lock (``results.locked``) is held throughout: what is done is read once, and no
+    other writer can add a point in between (nothing is stored twice for one commit)."""
+    directory = plan.out / plan.machine
+    with results.locked(directory, log=log):
+        return _sweep(plan, log, progress)
+
+
+def _sweep(plan: Plan, log: Callable[[str], None], progress: bool) -> Path:
     from tqdm import tqdm
 
     from harness.fingerprint import commit as current_commit
@@ -94,6 +102,8 @@ def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True)
     run = Sweep(plan, current_commit())
     directory = plan.out / plan.machine
     path = directory / results.RUNS
+    if path.exists():
+        results.prepare(path, log)  # a torn last line moved aside before resume reads what is done
     done, history = done_keys(path, run.commit) if plan.resume else (set(), {})
     points = grid(plan.preset)
     cells = [(p, b) for p in points for b in plan.backends]
@@ -113,7 +123,7 @@ def sweep(plan: Plan, log: Callable[[str], None] = print, progress: bool = True)
             dtype, batch, hidden = point
             bar.set_description(f"{dtype} N={batch} H={hidden}")
             rows = _run_point(run, point, pending, log)
-            results.append_rows(path, rows)  # this point is durable before the next starts
+            results.append_rows(path, rows, log)  # this point is durable before the next starts
             bar.update(len(pending))
     finally:
         bar.close()

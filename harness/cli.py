@@ -8,7 +8,9 @@ in one line on stderr and exit status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from backends.base import DTYPES
@@ -120,15 +122,50 @@ def build_parser() -> Parser:
 
 
 
+#: What an interrupted command has left, by command (``bench`` keeps every finished point).
+INTERRUPTED = {
+    "bench": "finished points are saved; run the same command again to resume",
+    "import-results": "rows are appended whole or not at all; run the same command again (rows already there are not added twice)",
+    "import-benchmark": "rows are appended whole or not at all; check the folder before importing again",
+}
+SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal or SSH session), handled as Ctrl-C is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    # The first signal unwinds the command (workers closed, rows kept); more would only cut that short.
+    for name in SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = {name: signal.getsignal(getattr(signal, name)) for name in SIGNALS}
+    args = None
     try:
+        if threading.current_thread() is threading.main_thread():
+            for name in SIGNALS:
+                signal.signal(getattr(signal, name), _interrupt)
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted: finished points are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        what = INTERRUPTED.get(getattr(args, "command", None))
+        print(f"interrupted ({signal.Signals(signum).name})" + (f": {what}" if what else ""), file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         return 0
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for name, handler in previous.items():
+                signal.signal(getattr(signal, name), handler if handler is not None else signal.SIG_DFL)

@@ -26,10 +26,34 @@ class UsageError(Exception):
     """Bad input: reported as one line, exit status 2."""
 
 
+#: Thread-count variables the libraries read at import, in a worker: each must be a positive integer
+#: (OMP_NUM_THREADS: a comma-separated list of them, one per nesting level).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")  # fmt: skip
+#: Largest pytest-benchmark JSON import-benchmark reads.
+MAX_BENCHMARK_JSON = 256 << 20
+
+
 def _check_machine_name(machine: str) -> None:
     """A results folder name: letters, digits, '.', '-' and '_' (no path, no traversal)."""
-    if not machine.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise UsageError(f"--machine {machine!r}: use letters, digits, '.', '-' and '_' only")
+    from harness import results
+
+    try:
+        results.check_machine_name(machine)
+    except results.ResultsError as exc:
+        raise UsageError(f"--machine: {exc}") from None
+
+
+def _check_thread_variables() -> None:
+    """Every thread-count variable set is usable: else a worker would fail (or warn and guess) at
+    every point; refused before any starts."""
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        parts = value.split(",") if name == "OMP_NUM_THREADS" else [value]
+        if not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+            raise UsageError(f"environment variable {name}={value!r}: not a positive integer")
 
 
 def cmd_list(args) -> int:
@@ -139,7 +163,7 @@ def cmd_validate(args) -> int:
 def cmd_bench(args) -> int:
     from harness import bench, results
     from harness.fingerprint import machine_name
-    from harness.plan import PRESETS, Plan, custom_preset
+    from harness.plan import PRESETS
 
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -155,6 +179,16 @@ def cmd_bench(args) -> int:
     for label, values, high in (("batch", args.batch, MAX_BATCH), ("hidden", args.hidden, MAX_WIDTH)):
         if values and max(values) > high:
             raise UsageError(f"--{label} {max(values)} is larger than the supported {high}")
+    for name in names:  # a plugin taking a built-in's name would store its timings under that name
+        if name in backends.NAMES and backends.REGISTRY[name] != backends.module_name(name):
+            raise UsageError(f"{backends.PLUGIN_VARIABLE} replaces the built-in backend {name!r} with "
+                             f"{backends.REGISTRY[name]!r}: its rows would pass for {name}'s; give the plugin its own name")  # fmt: skip
+    for name in (n for n in names if n not in backends.NAMES):  # a plugin (NNBENCH_PLUGINS) whose module
+        try:  # is missing or broken: refused before any worker starts
+            backends.info(name)
+        except ImportError as exc:
+            raise UsageError(f"backend {name!r}: its module cannot be loaded ({exc})") from None
+    _check_thread_variables()
     cpus = len(os.sched_getaffinity(0))
     if args.threads and args.threads > cpus:
         raise UsageError(f"--threads {args.threads}: this process may run on {cpus} CPUs")
@@ -167,24 +201,33 @@ def cmd_bench(args) -> int:
         raise UsageError(f"cannot create results folder {directory}: {exc.strerror}") from None
     if not os.access(directory, os.W_OK):
         raise UsageError(f"results folder {directory} is not writable")
+    try:
+        with results.locked(directory):  # one writer per folder, from the checks to the last row
+            _bench_locked(args, names, machine, directory)
+    except results.ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _bench_locked(args, names: list[str], machine: str, directory: Path) -> None:
+    """``bench`` once the folder's lock is held: the folder's files checked (a torn last line
+    moved aside, an older layout upgraded), then the sweep."""
+    from harness import results
+    from harness.plan import PRESETS, Plan, custom_preset
+
     runs = directory / results.RUNS
-    if runs.exists():
-        try:
+    try:
+        if os.path.lexists(runs):
             results.read_runs(runs)
-            results.check_appendable(runs)
-        except results.ResultsError as exc:
-            raise UsageError(f"{exc}; refusing to append (choose another --out or --machine)") from None
+            results.prepare(runs)
+    except results.ResultsError as exc:
+        raise UsageError(f"{exc}; refusing to append (choose another --out or --machine)") from None
+    except OSError as exc:
+        raise UsageError(f"{runs}: cannot be read ({exc.strerror or exc}); refusing to append") from None
     try:
         results.read_machine(directory)
     except results.ResultsError as exc:
         raise UsageError(f"{exc}; fix or remove it first") from None
-
-    import signal
-
-    def terminate(signum, frame):  # SIGTERM stops the sweep as Ctrl-C does: workers closed, rows kept
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
     from harness.orchestrate import bench_and_report
 
     preset = custom_preset(PRESETS[args.preset], args.batch, args.hidden, args.dtype)
@@ -196,7 +239,6 @@ def cmd_bench(args) -> int:
         raise UsageError(f"cannot write results under {directory}: {exc.strerror or exc}") from None
     except results.ResultsError as exc:
         raise UsageError(str(exc)) from None
-    return 0
 
 
 def cmd_plot(args) -> int:
@@ -240,21 +282,41 @@ def cmd_import(args) -> int:
     from harness import results
     from harness.fingerprint import machine_name
 
-    try:
-        data = json.loads(args.file.read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{args.file}: not a pytest-benchmark JSON ({exc})") from None
-    if not isinstance(data, dict) or "benchmarks" not in data:
-        raise UsageError(f"{args.file}: not a pytest-benchmark JSON (no 'benchmarks' key)")
     machine = args.machine or machine_name()
-    rows = results.rows_from_pytest_benchmark(data, machine)
+    _check_machine_name(machine)
     try:
-        results.append_rows(args.out / machine / results.RUNS, rows)
+        text = results.read_bytes(args.file, MAX_BENCHMARK_JSON).decode("utf-8")
+        data = json.loads(text)
+    except FileNotFoundError:
+        raise UsageError(f"cannot read {args.file}: no such file") from None
     except results.ResultsError as exc:
         raise UsageError(str(exc)) from None
-    print(f"{len(rows)} rows appended to {args.out / machine / results.RUNS}")
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UsageError(f"{args.file}: not a pytest-benchmark JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(data, dict) or "benchmarks" not in data:
+        raise UsageError(f"{args.file}: not a pytest-benchmark JSON (no 'benchmarks' key)")
+    from harness.importing import KEY
+
+    runs = args.out / machine / results.RUNS
+    try:
+        rows = results.rows_from_pytest_benchmark(data, machine)
+        with results.locked(runs.parent):  # the rows already there read under the lock they are appended under
+            if runs.exists():
+                results.prepare(runs)
+                existing = {row.key(KEY) for row in results.read_rows(runs)[0]}
+                new = [row for row in rows if row.key(KEY) not in existing]
+            else:
+                new = rows
+            if new:
+                results.append_rows(runs, new)
+    except results.ResultsError as exc:
+        raise UsageError(f"{args.file}: {exc}" if str(exc).startswith("not a pytest") else str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {runs}: {exc.strerror or exc}") from None
+    already = f"; {len(rows) - len(new)} already there" if len(new) < len(rows) else ""
+    print(f"{len(new)} rows appended to {runs}{already}")
     return 0
 
 

@@ -5,7 +5,8 @@ owns the order of the stages and what each writes:
 
 1. the CPU ceilings of the floor (``harness.floor``), and the GPU ceilings (``harness.gpu_floor``,
    in a child process) when a CUDA backend is in the sweep and the machine has an NVIDIA GPU;
-2. ``machine.json``: the fingerprint with those ceilings;
+2. ``machine.json``: the fingerprint with those ceilings, merged into the folder's (its imports,
+   notes and earlier fingerprints kept: ``harness.results.write_machine``);
 3. the sweep (``harness.bench``), appending to ``runs.csv``;
 4. the CPU ceilings measured again, the better of the two kept (the machine may have been busy);
 5. every figure and generated text (``harness.report.draw_repository``).
@@ -72,7 +73,7 @@ def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int,
     if uses_cuda(plan.backends):
         extra["ceilings"] = {**extra.get("ceilings", {}), **gpu_ceilings(log)}
     info = fingerprint(extra)
-    results.write_machine(directory, info)
+    results.write_machine(directory, info, log)
     plan.has_gpu = results.machine_has_gpu(info)
     start = time.monotonic()
     path = bench.sweep(plan, log=log, progress=progress)
@@ -80,7 +81,7 @@ def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int,
         for key, value in measure_ceilings(seconds_budget=seconds).items():
             if isinstance(value, float):
                 info["ceilings"][key] = max(value, info["ceilings"][key])
-        results.write_machine(directory, info)
+        results.write_machine(directory, info, log)
     print(f"results: {path} ({time.monotonic() - start:.0f} s)")
     if plots:
         from harness.report import draw_repository

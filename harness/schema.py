@@ -16,6 +16,16 @@ line bad), the DataFrame dtypes of the reader (``frame``), and the importers' co
 ``Status``         one of ``STATUSES``
 =================  =====================================================================
 
+Valid. ``check`` is the one set of rules a row must meet, applied wherever a ``Row`` is built:
+by the writer (``harness.results.append_rows``, the sweep, the importers) and by the reader (a
+line whose row breaks a rule is a bad line, reported with its number). Besides each column's
+type: ``dtype`` one of ``DTYPES``; ``batch`` and ``hidden`` in 1..``MAX_BATCH`` / 1..``MAX_WIDTH``;
+``iterations``, ``repeat`` at least 0 and ``threads`` at least 1; every time (``seconds``,
+``seconds_e2e``, ``compile_seconds``, ``startup_seconds``) finite and at least 0, and present on a
+row of status ``ok``; ``max_rel_error`` at least 0 (``inf``: a run that diverged); a text cell at
+most ``MAX_TEXT`` characters, except ``reason``, which is cut to ``MAX_REASON`` characters (a
+backend's exception message can be megabytes), and no NUL or line break in any text.
+
 Versions. ``LAYOUTS[v - 1]`` is the header of schema version ``v``: every layout a ``runs.csv``
 was ever written in, oldest first (the committed ``results/`` folders hold versions 1, 3 and 5).
 ``SCHEMA_VERSION`` is the newest; ``machine.json`` records the version of its folder's
@@ -36,6 +46,9 @@ from typing import Union, get_args, get_origin
 
 import numpy as np
 
+from backends.base import DTYPES
+from harness.problems import MAX_BATCH, MAX_WIDTH
+
 
 class Status(str, Enum):
     """A row's status in runs.csv, and of a worker's answer that is not a timing (``harness.protocol.Failure``)."""
@@ -53,11 +66,19 @@ class Status(str, Enum):
 
 
 STATUSES = tuple(s.value for s in Status)
-#: The ``device`` column's values: what the backend ran on, as its worker reported (``runs_on``).
-DEVICES = ("cpu", "gpu")
+#: The ``device`` column's values: what the backend ran on, as its worker reported (``runs_on``);
+#: ``sim``: a GPU backend run by the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, on the CPU): never a
+#: GPU timing, so no figure or table that compares devices takes it for one.
+DEVICES = ("cpu", "gpu", "sim")
 #: The ``cache`` column's values (``harness.timing.cache_state``).
 CACHE_STATES = ("cold", "disk", "memory", "none", "unknown")
 TRUE = ("True", "true", "1")
+#: Longest ``reason`` kept (longer ones are cut, with a marker), and longest other text cell.
+MAX_REASON = 2000
+MAX_TEXT = 200
+CUT = " [...cut]"
+#: Columns holding a time in seconds: finite and >= 0 when present.
+TIMES = ("seconds", "seconds_e2e", "compile_seconds", "startup_seconds")
 
 
 def _column(doc: str, default=MISSING, choices: tuple[str, ...] | None = None):
@@ -88,7 +109,7 @@ class Row:
     commit: str = _column("code commit (+dirty when tracked code differed)", "")
     timestamp: str = _column("UTC time the point was recorded (ISO 8601)", "")
     library: str = _column("library and version that ran the loop, e.g. 'numba-cuda 0.30.4'", "")
-    device: str = _column("what the backend ran on, as its worker reported", "", DEVICES)
+    device: str = _column("what the backend ran on, as its worker reported (sim: the CUDA simulator)", "", DEVICES)
     cache: str = _column("what the first call built (harness.timing.cache_state)", "", CACHE_STATES)
     fresh: bool | None = _column("the first call was its worker process's first", None)
     startup_seconds: float | None = _column("fresh rows: the worker's imports of the backend and its availability check", None)
@@ -99,6 +120,7 @@ class Row:
             coerced = _KINDS[f.name].coerce(value, f)
             if coerced is not value:
                 object.__setattr__(self, f.name, coerced)
+        _rules(self)
 
     def cells(self) -> list[str]:
         """The CSV cells of this row, in column order."""
@@ -122,6 +144,44 @@ class Row:
 
     def key(self, names: Iterable[str]) -> tuple:
         return tuple(getattr(self, name) for name in names)
+
+
+def check(row: Row) -> None:
+    """The rules every row meets (the module docstring); ValueError naming the first broken one.
+    A ``Row`` meets them when built (the reader builds one per line); the writer checks each row
+    again, whatever was done to it since (each value as its column types it, then the rules)."""
+    for name, base, optional, choices in _SPECS:
+        value = getattr(row, name)
+        if value is None and optional:
+            continue
+        if type(value) is not base or (base is float and math.isnan(value)) or (
+            base is str and (value.count("\n") or value.count("\r") or value.count("\0")
+                             or (choices and value not in choices) or (name == "reason" and len(value) > MAX_REASON))
+        ):  # fmt: skip
+            raise ValueError(f"{name}: {str(value)[:50]!r} is not a value of this column")
+    _rules(row)
+
+
+def _rules(row: Row) -> None:
+    """``check``'s rules beyond the columns' types."""
+    if row.dtype not in DTYPES:
+        raise ValueError(f"dtype: {row.dtype[:50]!r} is not one of {DTYPES}")
+    for name, low, high in (("batch", 1, MAX_BATCH), ("hidden", 1, MAX_WIDTH), ("iterations", 0, 1 << 62),
+                            ("repeat", 0, 1 << 31), ("threads", 1, 1 << 20)):  # fmt: skip
+        value = getattr(row, name)
+        if value is not None and not low <= value <= high:
+            raise ValueError(f"{name}: {value} is not in {low}..{high}")
+    for name in TIMES:
+        value = getattr(row, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}: {value!r} is not a finite time >= 0")
+    if row.status is Status.OK and row.seconds is None:
+        raise ValueError("status ok without seconds")
+    if row.max_rel_error is not None and not row.max_rel_error >= 0:
+        raise ValueError(f"max_rel_error: {row.max_rel_error!r} is negative")
+    for name in _TEXT:
+        if name != "reason" and len(getattr(row, name)) > MAX_TEXT:
+            raise ValueError(f"{name}: longer than {MAX_TEXT} characters")
 
 
 class _Kind:
@@ -157,9 +217,13 @@ class _Kind:
             raise ValueError(f"{f.name}: {value!r} is not text")
         if "\n" in value or "\r" in value:  # one row, one line of runs.csv
             value = " ".join(value.splitlines())
+        if "\0" in value:  # not every csv reader reads a NUL back
+            value = value.replace("\0", "")
+        if f.name == "reason" and len(value) > MAX_REASON:
+            value = value[: MAX_REASON - len(CUT)] + CUT
         choices = f.metadata.get("choices")
         if choices and value not in choices:
-            raise ValueError(f"{f.name}: {value!r} is not one of {choices}")
+            raise ValueError(f"{f.name}: {value[:50]!r} is not one of {choices}")
         return value
 
     def encode(self, value) -> str:
@@ -204,6 +268,9 @@ REQUIRED = tuple(f.name for f in fields(Row) if f.default is MISSING and f.defau
 #: Columns whose values are numbers in the frame (``harness.report`` coerces frames from elsewhere).
 NUMERIC = tuple(name for name in COLUMNS if _KINDS[name].base in (int, float))
 DOCS: dict[str, str] = {f.name: f.metadata["doc"] for f in fields(Row)}
+_TEXT = tuple(name for name in COLUMNS if _KINDS[name].base is str)
+#: (column, its type, whether empty is allowed, its choices) for ``check``.
+_SPECS = tuple((f.name, _KINDS[f.name].base, _KINDS[f.name].optional, f.metadata.get("choices")) for f in _FIELDS)
 
 _V1 = COLUMNS[: COLUMNS.index("timestamp") + 1]
 #: Every header runs.csv was written with, oldest first: LAYOUTS[v - 1] is schema version v.

@@ -78,10 +78,37 @@ def apply_threads(backend, threads: int) -> None:
     backend.set_threads(threads)
 
 
+def device_of(backend) -> str:
+    """The ``device`` of the backend's rows: its ``runs_on()``, or ``sim`` while the CUDA simulator
+    stands in for the GPU (``SIMULATED``): a simulator timing is never a GPU result."""
+    return "sim" if getattr(backend, "SIMULATED", False) else backend.runs_on()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent ends (prctl PR_SET_PDEATHSIG); elsewhere
+    nothing (a worker then ends at its next read of the closed pipe)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def _serve(conn, backend: str, threads: int | None) -> None:
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
+    # Ctrl-C, a closed terminal (SIGHUP) and a SIGTERM to the process group reach us too: they are
+    # the parent's to handle (it stops us; dying first would record the point it was measuring as
+    # crashed). If the parent dies without stopping us (SIGKILL), Linux ends us too.
+    for name in ("SIGINT", "SIGHUP", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    _die_with_parent()
     start = time.perf_counter()
     import backends
 
@@ -93,7 +120,7 @@ def _serve(conn, backend: str, threads: int | None) -> None:
         return
     try:
         runner = _Runner(backend, threads)
-        ready = Ready(backends.library(backend), runner.backend.runs_on(), runner.loaded - start)  # runs_on: in this process
+        ready = Ready(backends.library(backend), device_of(runner.backend), runner.loaded - start)  # in this process
     except Exception as exc:
         conn.send(Failure(Status.FAILED, f"{type(exc).__name__}: {exc}"))
         return
