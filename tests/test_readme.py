@@ -56,3 +56,13 @@ def test_update_refuses_a_readme_without_the_markers(tmp_path):
         with pytest.raises(ValueError, match="markers"):
             readme_block.update(readme, ROOT / "results")
         assert readme.read_text() == text
+
+
+def test_readme_describes_every_registered_backend():
+    import backends
+
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## The backends", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    described = {name.strip() for line in rows for name in line.split("|")[1].replace("`", "").split("/")}
+    assert set(backends.NAMES) <= described, sorted(set(backends.NAMES) - described)
