@@ -31,7 +31,7 @@ def test_the_harness_and_the_reports_name_no_backend_but_the_reference():
                 named.setdefault(node.value, set()).add(path.relative_to(HARNESS.parent).as_posix())
     assert set(named) <= NOT_BACKENDS, named
     for value in NOT_BACKENDS & set(named):
-        allowed = {"python": {"harness/importing.py", "harness/fingerprint.py", "harness/report/machine_readme.py"}}.get(
+        allowed = {"python": {"harness/importing.py", "harness/fingerprint.py", "harness/results.py", "harness/report/machine_readme.py"}}.get(
             value, {"harness/cuda_ptx.py", "harness/gpu_floor.py"})
         assert named[value] <= allowed, (value, named[value])
 
