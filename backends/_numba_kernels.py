@@ -5,6 +5,7 @@ One source: each SPEC step is written once below, as a small ``@njit(inline="alw
 for each of the two tile layouts at most (docs/performance.md has the measurements):
 
 * forward hidden    ``forward_rows`` / ``forward_cols`` (pre-activations), then ``sigmoid_flat``
+                    (in column layout through ``sigmoid_tile``, a call: see there)
 * output + loss     ``output_delta`` (SPEC 1-4 for one output value), looped by ``output_rows`` /
                     ``output_cols``
 * hidden delta      ``hidden_delta`` (SPEC 5 for one value), looped by ``delta_rows`` / ``delta_cols``
@@ -127,6 +128,18 @@ def sigmoid_flat(buf, n, one):
     """buf[:n] = s(buf[:n]) -- the loop that holds the hidden layer's exps; vectorised."""
     for i in range(n):
         buf[i] = sigmoid(buf[i], one)
+
+
+@njit(**OPTS)
+def sigmoid_tile(buf, n, one):
+    """``sigmoid_flat`` as a function of its own (not inlined: a call per tile), for the column
+    layout. Inlined into the kernel, the loop's 14 exp constants were not kept in vector registers:
+    LLVM's register allocator rematerialised them inside the loop as broadcast loads, each behind a
+    ``movabs`` of the constant's address (Numba's JIT uses LLVM's large code model), 49
+    instructions per 4 values where GCC's twin has 37. In a function of its own the constants are
+    broadcast once before the loop and the loop is GCC's: 6-9% off the whole column-layout
+    iteration (docs/performance.md, "Numba against GCC on the same algorithm")."""
+    sigmoid_flat(buf, n, one)
 
 
 @njit(**STEP)
@@ -357,7 +370,7 @@ def tile_cols(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one
     """The same tile in column layout (A is H x T over Af)."""
     forward_cols(A, X, W0, rows, H, D, fuse)
     if rows == A.shape[1]:
-        sigmoid_flat(Af, H * rows, one)
+        sigmoid_tile(Af, H * rows, one)
     else:
         for h in range(H):
             for t in range(rows):
