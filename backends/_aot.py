@@ -35,7 +35,9 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import shutil
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -45,6 +47,32 @@ from pathlib import Path
 BUILD_DIR_VARIABLE = "NNBENCH_BUILD_DIR"
 MANIFEST = "manifest.json"
 LOCK_TIMEOUT_S = 900.0  # a build of ours takes seconds; a holder stuck this long is broken
+
+
+def tool_command(variable: str, default: str) -> list[str]:
+    """A compiler command: ``$<variable>`` (CC, CXX), else Python's configured one, else ``default``."""
+    return shlex.split(os.environ.get(variable) or sysconfig.get_config_var(variable) or default)
+
+
+@functools.cache
+def tool_version(command: tuple[str, ...]) -> str:
+    """The first line of ``<command> --version`` (e.g. 'gcc (Debian 12.2.0-14) 12.2.0'), or ''
+    where it cannot be run; part of every build key and of the ``library`` column."""
+    try:
+        done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (done.stdout.splitlines() or [""])[0].strip()
+
+
+def tool_name(command: Sequence[str]) -> str:
+    """'gcc 12.2.0' (or 'g++', 'clang') from the compiler's first --version line (its last word that starts with a
+    digit); the command's own name where the line says neither."""
+    line = tool_version(tuple(command))
+    words = [w for w in line.split() if w[:1].isdigit()]
+    name = ("clang" if "clang" in line else "g++" if "g++" in line else "gcc" if ("gcc" in line or "GCC" in line)
+            else Path(command[0]).name)
+    return f"{name} {words[-1]}" if words else name
 
 
 def build_dir() -> Path:

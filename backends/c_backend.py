@@ -17,20 +17,16 @@ cffi's version): the rows' ``library`` column.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
-import os
-import shlex
 import shutil
-import subprocess
 import sys
-import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from backends import _aot
 from backends.base import Backend, Problem, TrainResult, UnsupportedProblem, missing_library, n_logged
 
 SOURCE_DIR = Path(__file__).resolve().parent / "_c"
@@ -53,24 +49,7 @@ FLAGS = (
 
 def compiler() -> list[str]:
     """The C compiler command distutils (and so cffi) will run: $CC, else Python's configured CC."""
-    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-
-
-@functools.cache
-def compiler_version(command: str) -> str:
-    """The first line of ``<compiler> --version`` (e.g. 'gcc (Debian 12.2.0-14) 12.2.0'), or ''."""
-    try:
-        done = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return (done.stdout.splitlines() or [""])[0].strip()
-
-
-def short_version(line: str, command: str) -> str:
-    """'gcc 12.2.0' from gcc's or clang's first --version line (the last word that starts with a digit)."""
-    words = [w for w in line.split() if w[:1].isdigit()]
-    name = "clang" if "clang" in line else "gcc" if ("gcc" in line or "GCC" in line) else Path(command).name
-    return f"{name} {words[-1]}" if words else name
+    return _aot.tool_command("CC", "cc")
 
 
 @dataclass
@@ -130,8 +109,7 @@ class C(Backend):
         and cffi's version, e.g. 'gcc 12.2.0 -O3 -march=native ... (cffi 2.1.1)'."""
         from importlib import metadata
 
-        command = compiler()[0]
-        version = short_version(compiler_version(command), command)
+        version = _aot.tool_name(compiler())
         try:
             via = f"cffi {metadata.version('cffi')}"
         except metadata.PackageNotFoundError:
@@ -145,8 +123,6 @@ class C(Backend):
         """The compiled module for (D, O): this process's, else the disk cache's, else built now."""
         if (D, O) in self._modules:
             return self._modules[(D, O)]
-        from backends import _aot
-
         command = compiler()
         name = self.module_name(D, O)
         defines = (f"-DNN_D={D}", f"-DNN_O={O}")
@@ -154,7 +130,7 @@ class C(Backend):
             name,
             *(f"{s}\0{(SOURCE_DIR / s).read_text()}" for s in SOURCES),
             " ".join(command),
-            compiler_version(command[0]),
+            _aot.tool_version(tuple(command)),
             *self.flags(),
             *defines,
             self.cffi_version(),

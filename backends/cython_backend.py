@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from backends._cython.build import build_extension, compiler, compiler_name, compiler_version
+from backends import _aot
+from backends._cython.build import build_extension, compiler
 from backends.base import Backend, Problem, TrainResult, UnsupportedProblem, missing_library, n_logged
 
 SOURCE = Path(__file__).with_name("_cython") / "train.pyx"
@@ -81,20 +82,18 @@ class Cython(Backend):
             tool = f"cython {metadata.version('cython')}"
         except metadata.PackageNotFoundError:
             tool = "cython not installed"
-        return f"{tool} ({compiler_name(compiler(), compiler_version())} {' '.join(CFLAGS + OPENMP_FLAGS)})"
+        return f"{tool} ({_aot.tool_name(compiler())} {' '.join(CFLAGS + OPENMP_FLAGS)})"
 
     def key_parts(self) -> list[str | bytes]:
         import Cython
 
         return [SOURCE.read_bytes(), " ".join(CFLAGS), " ".join(OPENMP_FLAGS), f"Cython {Cython.__version__}",
-                " ".join(compiler()), compiler_version()]
+                " ".join(compiler()), _aot.tool_version(tuple(compiler()))]
 
     def module(self):
         """The compiled extension, built (``cold``) or loaded from the build cache (``disk``) on
         first use in this process."""
         if self._module is None:
-            from backends import _aot
-
             def build(tmp: Path) -> Path:
                 try:
                     return build_extension(SOURCE, MODULE, tmp, CFLAGS + OPENMP_FLAGS, OPENMP_FLAGS)

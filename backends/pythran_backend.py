@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from backends._pythran.build import build_module, cxx, tool_version
+from backends import _aot
+from backends._pythran.build import build_module, cxx
 from backends.base import Backend, Problem, TrainResult, missing_library, n_logged
 
 SOURCE = Path(__file__).with_name("_pythran") / "train.py"
@@ -83,15 +84,13 @@ class Pythran(Backend):
         scipy-openblas64 0.3.34.481.3)'."""
         from importlib import metadata
 
-        from backends._cython.build import compiler_name
-
         def version(dist: str) -> str:
             try:
                 return f"{dist} {metadata.version(dist)}"
             except metadata.PackageNotFoundError:
                 return f"{dist} not installed"
 
-        return f"{version('pythran')} ({compiler_name(cxx(), tool_version(cxx()))} {' '.join(FLAGS)}, {version(BLAS_DIST)})"
+        return f"{version('pythran')} ({_aot.tool_name(cxx())} {' '.join(FLAGS)}, {version(BLAS_DIST)})"
 
     def key_parts(self) -> list[str | bytes]:
         from importlib import metadata
@@ -100,14 +99,12 @@ class Pythran(Backend):
 
         return [SOURCE.read_bytes(), " ".join(FLAGS), BLAS, f"pythran {metadata.version('pythran')}",
                 f"{BLAS_DIST} {metadata.version(BLAS_DIST)} {scipy_openblas64.get_lib_dir()}",
-                " ".join(cxx()), tool_version(cxx())]  # _aot adds the Python ABI and the CPU (-march=native)
+                " ".join(cxx()), _aot.tool_version(tuple(cxx()))]  # _aot adds the Python ABI and the CPU (-march=native)
 
     def module(self):
         """The compiled module, built (``cold``) or loaded from the build cache (``disk``) on
         first use in this process; its OpenBLAS gets the harness's thread count."""
         if self._module is None:
-            from backends import _aot
-
             build = lambda tmp: build_module(SOURCE, MODULE, tmp, FLAGS, BLAS)  # noqa: E731
             path, built = _aot.cached_build(MODULE, self.key_parts(), build)
             self._module = _aot.load_extension(path, MODULE)

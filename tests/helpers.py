@@ -3,7 +3,12 @@ assertions (SPEC: every float64 backend reproduces both seed runs to the last pr
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,3 +43,14 @@ def assert_xor2_published(result: TrainResult) -> None:
     """The xor2 output after ``XOR2_UPDATES`` updates, to the 8 published decimals."""
     output = 1 / (1 + np.exp(-(xor2().X @ result.weights[0])))
     assert tuple(f"{v:.8f}" for v in output.ravel()) == tuple(f"{v:.8f}" for v in XOR2_PUBLISHED_OUTPUT)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compilations_in_a_fresh_process(code: str, name: str, **env: str) -> tuple[int, int]:
+    """(built, loaded from disk) that ``code`` prints as its last line, run for backend ``name`` in
+    a new interpreter from the repository root with ``env`` added (e.g. NUMBA_CACHE_DIR)."""
+    out = subprocess.run([sys.executable, "-c", code, name], cwd=ROOT, env={**os.environ, **env},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -21,7 +18,7 @@ import backends
 from backends.base import train
 from harness.agreement import TOLERANCE, max_relative_error, reference_result
 from harness.problems import scaled
-from tests.helpers import usable
+from tests.helpers import compilations_in_a_fresh_process, usable
 
 NAMES = ["numba-naive", "numba-loops"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,18 +123,8 @@ print(json.dumps(backend.compilations()))
 @pytest.mark.parametrize("name", NAMES)
 def test_disk_cache_serves_a_fresh_process(name, tmp_path):
     """cache=True: a second process loads every signature from Numba's disk cache (``disk``)."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-
     def child() -> tuple[int, int]:
-        out = subprocess.run(
-            [sys.executable, "-c", _CACHE_CHILD, name],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+        return compilations_in_a_fresh_process(_CACHE_CHILD, name, NUMBA_CACHE_DIR=str(tmp_path))
 
     built, loaded = child()
     assert built >= 2 and loaded == 0  # float64 and float32, compiled

@@ -3,12 +3,7 @@ disk cache of the specialised kernels."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +15,13 @@ from backends import _numba_kernels as K  # noqa: E402
 from backends.base import Problem, UnsupportedProblem, train  # noqa: E402
 from harness.agreement import TOLERANCE, check, max_relative_error, reference_result  # noqa: E402
 from harness.problems import scaled, seed_case, validation_cases  # noqa: E402
-from tests.helpers import XOR2_UPDATES, assert_xor2_published, assert_xor3_published, usable  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    XOR2_UPDATES,
+    assert_xor2_published,
+    assert_xor3_published,
+    compilations_in_a_fresh_process,
+    usable,
+)
 
 NAMES = ("numba-cpu", "numba-parallel")
 
@@ -258,19 +259,8 @@ print(json.dumps(backend.compilations()))
 @pytest.mark.parametrize("name", NAMES)
 def test_disk_cache_serves_a_fresh_process(name, tmp_path):
     """The factory-made kernels (closures) are cached on disk: a second process loads every one."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_NUM_THREADS="2")
-    root = Path(__file__).resolve().parents[1]
-
     def child() -> tuple[int, int]:
-        out = subprocess.run(
-            [sys.executable, "-c", _CACHE_CHILD, name],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+        return compilations_in_a_fresh_process(_CACHE_CHILD, name, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_NUM_THREADS="2")
 
     built, loaded = child()
     kernels = 3 if name == "numba-parallel" else 2  # small, tiled serial (, tiled parallel)

@@ -5,32 +5,16 @@ compiler Python was built with, the tools' output goes to a log."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import sys
-import sysconfig
 from pathlib import Path
+
+from backends import _aot
 
 
 def compiler() -> list[str]:
-    """The C compiler command setuptools builds extensions with (sysconfig's CC, or $CC)."""
-    return (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
-
-
-def compiler_version() -> str:
-    """First line of ``<cc> --version`` (part of the build key; '' where it cannot be run)."""
-    try:
-        done = subprocess.run([*compiler(), "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return (done.stdout.splitlines() or [""])[0]
-
-
-def compiler_name(command: list[str], version_line: str) -> str:
-    """'gcc 12.2.0' from the command and its ``--version`` line (the command alone without one)."""
-    found = re.search(r"\d+\.\d+(\.\d+)?", version_line)
-    return f"{Path(command[0]).name} {found.group(0)}" if found else Path(command[0]).name
+    """The C compiler command setuptools builds extensions with ($CC, else sysconfig's CC)."""
+    return _aot.tool_command("CC", "cc")
 
 
 def build_extension(source: Path, module: str, tmp: Path, flags: tuple[str, ...], link: tuple[str, ...]) -> Path:

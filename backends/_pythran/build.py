@@ -4,7 +4,6 @@ names."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,19 +11,12 @@ import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 
+from backends import _aot
+
 
 def cxx() -> list[str]:
     """The C++ compiler command Pythran builds with ($CXX, else sysconfig's CXX)."""
-    return (os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++").split()
-
-
-def tool_version(command: list[str]) -> str:
-    """First line of ``<command> --version`` ('' where it cannot be run)."""
-    try:
-        done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return (done.stdout.splitlines() or [""])[0]
+    return _aot.tool_command("CXX", "c++")
 
 
 def build_module(source: Path, module: str, tmp: Path, flags: Sequence[str], blas: str) -> Path:
