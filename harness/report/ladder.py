@@ -288,6 +288,8 @@ def _libraries(frame: pd.DataFrame, name: str, dtype: str) -> str:
     if "library" not in frame.columns:
         return ""
     rows = frame[(frame["backend"] == name) & (frame["dtype"] == dtype)]
+    if "status" in rows.columns:  # the library that ran the loop: a row that never ran may name only the package
+        rows = rows[rows["status"].astype(str) == "ok"]
     return ", ".join(sorted(set(rows["library"].dropna().astype(str)) - {""}))
 
 
