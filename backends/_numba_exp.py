@@ -7,7 +7,7 @@ arithmetic LLVM can vectorise: x = k*ln2 + r with a Cody-Waite two-constant spli
 (the hi part has few enough bits that k*ln2_hi is exact), a near-minimax polynomial for exp(r)
 on |r| <= ln2/2 (Chebyshev fit in 40-digit arithmetic: degree 11 in float64, error 3e-18;
 degree 6 in float32, error 2e-9), and the scale 2^k built from the exponent bits of two
-floats (2^k = 2^(k>>1) * 2^(k - (k>>1)), so the whole range from gradual underflow to
+floats (2^k = 2^floor(k/2) * 2^(k - floor(k/2)), so the whole range from gradual underflow to
 overflow is covered without a branch). x is clamped to a range just outside the finite
 results, so large arguments still overflow to +inf and very negative ones give +0 exactly,
 as libm does -- which makes ``1/(1+fexp(-z))`` give exactly 0 at z = -800 like NumPy's sigmoid.
@@ -31,26 +31,28 @@ EXP_FM = {"contract"}
 
 
 @intrinsic
-def _f64_from_bits(typingctx, bits):
-    if bits != types.int64:
+def _scale(typingctx, k):
+    """2^k for an integer-valued float k in [-1022, 1023] (float32: [-126, 127]) from exponent bits.
+
+    k plus the exponent bias lands exactly in the low bits of the mantissa of
+    k + bias + 1.5 * 2^52 (2^23 in float32); shifting those bits into the exponent field drops the
+    rest. A float add and an integer shift: it vectorises without AVX-512's float-to-int64
+    conversions (an AVX2 machine's GCC left the C twin's exp scalar with ``(int64_t)kf``).
+    """
+    if k == types.float64:
+        width, magic, shift = 64, 6755399441056767.0, 52  # 0x1.8p52 + 1023
+    elif k == types.float32:
+        width, magic, shift = 32, 12583039.0, 23  # 0x1.8p23 + 127
+    else:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        real = args[0].type
+        biased = builder.fadd(args[0], ir.Constant(real, magic))  # exact: no fastmath flags
+        bits = builder.shl(builder.bitcast(biased, ir.IntType(width)), ir.Constant(ir.IntType(width), shift))
+        return builder.bitcast(bits, real)
 
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def _f32_from_bits(typingctx, bits):
-    """float32 whose bit pattern is the low 32 bits of an int64 (numba types int32 maths as int64)."""
-    if bits != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
-
-    return types.float32(types.int64), codegen
+    return k(k), codegen
 
 
 _LOG2E = 1.4426950408889634
@@ -78,6 +80,12 @@ def exp64(x):
     """exp(x) in float64, branch-free (vectorisable), ~1 ulp; +inf above 709.78, +0 below -745.1."""
     x = x if x > -746.0 else -746.0  # (not min/max: their NaN handling branches, blocking SIMD)
     x = x if x < 710.0 else 710.0
+    return _exp64_in_range(x)
+
+
+@njit(cache=True, fastmath=EXP_FM, error_model="numpy")
+def _exp64_in_range(x):
+    """``exp64`` for -746 <= x <= 710, without the clamps."""
     kf = np.floor(x * _LOG2E + 0.5)
     r = x - kf * _LN2_HI
     r = r - kf * _LN2_LO
@@ -93,10 +101,8 @@ def exp64(x):
     p = p * r + _C64[2]
     p = p * r + 1.0
     p = p * r + 1.0
-    k = np.int64(kf)
-    k1 = k >> 1
-    k2 = k - k1
-    return p * _f64_from_bits((k1 + 1023) << 52) * _f64_from_bits((k2 + 1023) << 52)
+    k1 = np.floor(kf * 0.5)
+    return p * _scale(k1) * _scale(kf - k1)
 
 
 _LOG2E32 = np.float32(1.4426950408889634)
@@ -118,6 +124,12 @@ def exp32(x):
     """exp(x) in float32 (all arithmetic float32), branch-free, ~1 ulp; +inf above 88.72, +0 below -103.97."""
     x = x if x > _LO32 else _LO32
     x = x if x < _HI32 else _HI32
+    return _exp32_in_range(x)
+
+
+@njit(cache=True, fastmath=EXP_FM, error_model="numpy")
+def _exp32_in_range(x):
+    """``exp32`` for -104 <= x <= 89, without the clamps."""
     kf = np.floor(x * _LOG2E32 + _HALF32)
     r = x - kf * _LN2_HI32
     r = r - kf * _LN2_LO32
@@ -128,10 +140,8 @@ def exp32(x):
     p = p * r + _C32_2
     p = p * r + _ONE32
     p = p * r + _ONE32
-    k = np.int64(kf)
-    k1 = k >> 1
-    k2 = k - k1
-    return p * _f32_from_bits((k1 + 127) << 23) * _f32_from_bits((k2 + 127) << 23)
+    k1 = np.floor(kf * _HALF32)
+    return p * _scale(k1) * _scale(kf - k1)
 
 
 def fexp(x):
@@ -145,4 +155,44 @@ def _fexp_overload(x):
         return lambda x: exp32(x)
     if x == types.float64:
         return lambda x: exp64(x)
+    return None
+
+
+# The sigmoid of the kernels, s(z) = 1 / (1 + exp(-z)), with exp's clamps moved to the end: the
+# exp runs on the unclamped -z, and outside the clamps' range the result is the constant the
+# clamped exp gives there (0 above x = 710, where exp overflows to +inf; 1 below x = -746, where
+# it underflows to +0; NaN goes to 1, as through the clamps). Bit for bit the value of
+# ``1 / (1 + fexp(-z))``, with the selects off the exp's dependent chain: GCC makes this move by
+# itself in the C twin (backends/_c/train.c), LLVM does not; 10-15% off the hidden layer's
+# sigmoid loop on an AMD Zen 3 (docs/performance.md, "Numba against GCC on an AVX2 machine").
+@njit(cache=True, fastmath=EXP_FM, error_model="numpy")
+def sigmoid64(z):
+    x = -z
+    s = 1.0 / (1.0 + _exp64_in_range(x))
+    s = s if x < 710.0 else 0.0
+    return s if x > -746.0 else 1.0
+
+
+_ZERO32 = np.float32(0.0)
+
+
+@njit(cache=True, fastmath=EXP_FM, error_model="numpy")
+def sigmoid32(z):
+    x = -z
+    s = _ONE32 / (_ONE32 + _exp32_in_range(x))
+    s = s if x < _HI32 else _ZERO32
+    return s if x > _LO32 else _ONE32
+
+
+def fsigmoid(z):
+    """1 / (1 + fexp(-z)) in the argument's float type (sigmoid64 / sigmoid32 in compiled code)."""
+    raise NotImplementedError("fsigmoid is only callable from compiled code")
+
+
+@overload(fsigmoid)
+def _fsigmoid_overload(z):
+    if z == types.float32:
+        return lambda z: sigmoid32(z)
+    if z == types.float64:
+        return lambda z: sigmoid64(z)
     return None

@@ -5,7 +5,7 @@ One source: each SPEC step is written once below, as a small ``@njit(inline="alw
 for each of the two tile layouts at most (docs/performance.md has the measurements):
 
 * forward hidden    ``forward_rows`` / ``forward_cols`` (pre-activations), then ``sigmoid_flat``
-                    (in column layout through ``sigmoid_tile``, a call: see there)
+                    (in the tiled kernels through ``sigmoid_tile``, a call: see there)
 * output + loss     ``output_delta`` (SPEC 1-4 for one output value), looped by ``output_rows`` /
                     ``output_cols``
 * hidden delta      ``hidden_delta`` (SPEC 5 for one value), looped by ``delta_rows`` / ``delta_cols``
@@ -69,7 +69,7 @@ from numba import njit, prange, types
 from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic
 
-from backends._numba_exp import EXP_FM, KERNEL_FM, exp32, exp64, fexp  # noqa: F401 (harness.floor)
+from backends._numba_exp import EXP_FM, KERNEL_FM, exp32, exp64, fexp, fsigmoid  # noqa: F401 (harness.floor)
 
 FUSE_MAX = 4  # D and O up to this: fused single-pass forms (loops over d, o fully unrolled)
 OPTS = dict(fastmath=KERNEL_FM, error_model="numpy")
@@ -82,8 +82,9 @@ STEP = dict(inline="always", **OPTS)  # a step: inlined (Numba IR) where it is u
 
 @njit(**STEP)
 def sigmoid(z, one):
-    """SPEC 1: s(z) = 1 / (1 + exp(-z)) with the vectorisable exp."""
-    return one / (one + fexp(-z))
+    """SPEC 1: s(z) = 1 / (1 + exp(-z)) with the vectorisable exp (``fsigmoid``: its clamps moved
+    after the division; the same value)."""
+    return fsigmoid(z)
 
 
 @njit(**STEP)
@@ -132,8 +133,8 @@ def sigmoid_flat(buf, n, one):
 
 @njit(**OPTS)
 def sigmoid_tile(buf, n, one):
-    """``sigmoid_flat`` as a function of its own (not inlined: a call per tile), for the column
-    layout. Inlined into the kernel, the loop's 14 exp constants were not kept in vector registers:
+    """``sigmoid_flat`` as a function of its own (not inlined: a call per tile), for the tiled
+    kernels. Inlined into the kernel, the loop's 14 exp constants were not kept in vector registers:
     LLVM's register allocator rematerialised them inside the loop as broadcast loads, each behind a
     ``movabs`` of the constant's address (Numba's JIT uses LLVM's large code model), 49
     instructions per 4 values where GCC's twin has 37. In a function of its own the constants are
@@ -359,7 +360,7 @@ def tile_rows(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one
     """Forward and backward of one tile of the 3-layer net, row layout (A is T x H over the flat
     buffer Af); adds its gradients to g0 (D x H) and g1 (O x H); returns sum |err|."""
     forward_rows(A, X, W0, rows, H, D, fuse)
-    sigmoid_flat(Af, rows * H, one)
+    sigmoid_tile(Af, rows * H, one)
     loss = output_rows(A, W1t, y, d2, rows, H, O, one)
     backward_rows(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
     return loss

@@ -32,9 +32,9 @@ Method (docs/performance.md discusses it with the numbers):
      small ones (at 4 x 4 the chain is several times the throughput time).
 
 3. The two latencies are measured on one thread as dependent chains: ``x = sigmoid(x)`` as the
-   kernels compute it (``one / (one + fexp(-x))``), and ``x = x*c + d`` (a multiply-add, whose
-   latency the model also uses for an add: equal on current x86 cores, within one cycle on
-   others). A folder whose ceilings predate them (no ``*_latency_*`` keys) gets the throughput
+   kernels compute it (``fsigmoid(x)``, the value of ``1 / (1 + fexp(-x))``), and ``x = x*c + d``
+   (a multiply-add, whose latency the model also uses for an add: equal on current x86 cores,
+   within one cycle on others). A folder whose ceilings predate them (no ``*_latency_*`` keys) gets the throughput
    floor alone, and ``floor_parts`` says so (``latency_s`` None).
 
 The floor is optimistic on purpose (perfect overlap, no loop or reduction overhead): a backend
@@ -62,13 +62,13 @@ def _build():
     from numba import njit
 
     # The fast exp the backends use: the shared compiled-kernel library, not a backend module.
-    from backends._numba_kernels import KERNEL_FM, fexp
+    from backends._numba_kernels import KERNEL_FM, fexp, fsigmoid
 
     @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
     def sigmoid(buf, src, reps, one):
         for _ in range(reps):
             for i in range(buf.size):
-                buf[i] = one / (one + fexp(-src[i]))
+                buf[i] = fsigmoid(src[i])
 
     @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
     def exp(buf, src, reps, one):
@@ -102,7 +102,7 @@ def _build():
     @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
     def sigmoid_chain(x, reps, one):
         for _ in range(reps):
-            x = one / (one + fexp(-x))  # x -> about 0.659: no overflow, no subnormals
+            x = fsigmoid(x)  # x -> about 0.659: no overflow, no subnormals
         return x
 
     @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")

@@ -56,16 +56,27 @@
 
 /* ---- the exp of backends/_numba_exp.py ---------------------------------------------------- */
 
-static inline double f64_from_bits(int64_t bits) {
+/* 2^k for an integer-valued k in [-1022, 1023] (float: [-126, 127]), from exponent bits: k plus
+ * the bias lands exactly in the low bits of the mantissa of k + bias + 1.5 * 2^52 (2^23), and
+ * shifting those bits into the exponent field drops the rest. Floating-point adds and integer
+ * shifts only, so it vectorises without AVX-512's float-to-int64 conversions. */
+static inline double f64_scale(double k) {
+    double biased = NN_KEEP(k + 6755399441056767.0); /* 0x1.8p52 + 1023 */
+    uint64_t bits;
+    memcpy(&bits, &biased, sizeof bits);
+    bits <<= 52;
     double value;
     memcpy(&value, &bits, sizeof value);
     return value;
 }
 
-static inline float f32_from_bits(int64_t bits) {
-    int32_t low = (int32_t)bits;
+static inline float f32_scale(float k) {
+    float biased = NN_KEEP(k + 12583039.0f); /* 0x1.8p23 + 127 */
+    uint32_t bits;
+    memcpy(&bits, &biased, sizeof bits);
+    bits <<= 23;
     float value;
-    memcpy(&value, &low, sizeof value);
+    memcpy(&value, &bits, sizeof value);
     return value;
 }
 
@@ -87,10 +98,9 @@ static inline double fexp64(double x) {
     p = NN_KEEP(p * r + 0.5000000000000019);
     p = NN_KEEP(p * r + 1.0);
     p = NN_KEEP(p * r + 1.0);
-    int64_t k = (int64_t)kf;
-    int64_t k1 = k >> 1;
-    int64_t k2 = k - k1;
-    return NN_KEEP(p * f64_from_bits((k1 + 1023) << 52)) * f64_from_bits((k2 + 1023) << 52);
+    double k1 = floor(kf * 0.5);
+    double k2 = NN_KEEP(kf - k1);
+    return NN_KEEP(p * f64_scale(k1)) * f64_scale(k2);
 }
 
 static inline float fexp32(float x) {
@@ -106,10 +116,9 @@ static inline float fexp32(float x) {
     p = NN_KEEP(p * r + 0.5f);
     p = NN_KEEP(p * r + 1.0f);
     p = NN_KEEP(p * r + 1.0f);
-    int64_t k = (int64_t)kf;
-    int64_t k1 = k >> 1;
-    int64_t k2 = k - k1;
-    return NN_KEEP(p * f32_from_bits((k1 + 127) << 23)) * f32_from_bits((k2 + 127) << 23);
+    float k1 = floorf(kf * 0.5f);
+    float k2 = NN_KEEP(kf - k1);
+    return NN_KEEP(p * f32_scale(k1)) * f32_scale(k2);
 }
 
 double nn_exp64(double x) { return fexp64(x); }
