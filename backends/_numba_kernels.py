@@ -53,8 +53,9 @@ globals, never captured. (A captured dispatcher pickles with a per-process rando
 key would differ in every process and the cache would never hit.) Each specialisation is its own
 entry in the one index file of its closure; tests/test_numba_cpu.py checks a second process
 loads every kernel. ``KERNELS`` holds every kernel made in this process, for ``compilations()``.
-As for any cached Numba function, the cache is invalidated by an edit of this file (its stamp),
-not of ``_numba_exp.py``.
+Numba invalidates a cached function when its own file changes, not when a file it calls into
+does; so every kernel also holds ``EXP_SOURCE`` (a hash of ``_numba_exp.py``) in a cell, and an
+edit of the exp or the sigmoid there changes the kernels' keys instead of leaving stale code.
 
 Every kernel reads ``one`` (1 in the problem dtype) and ``alpha`` already cast to the dtype (in
 ``Net``), so float32 runs stay float32 (a Python float literal would promote the arithmetic).
@@ -62,6 +63,8 @@ Every kernel reads ``one`` (1 in the problem dtype) and ``alpha`` already cast t
 
 from __future__ import annotations
 
+import zlib
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -69,7 +72,11 @@ from numba import njit, prange, types
 from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic
 
+from backends import _numba_exp
 from backends._numba_exp import EXP_FM, KERNEL_FM, exp32, exp64, fexp, fsigmoid  # noqa: F401 (harness.floor)
+
+#: In every kernel's closure (see "Disk cache" above): the kernels' disk-cache keys follow the exp.
+EXP_SOURCE = zlib.crc32(Path(_numba_exp.__file__).read_bytes())
 
 FUSE_MAX = 4  # D and O up to this: fused single-pass forms (loops over d, o fully unrolled)
 OPTS = dict(fastmath=KERNEL_FM, error_model="numpy")
@@ -475,9 +482,12 @@ def train_kernel(layers: int, D: int, O: int, cols: bool, parallel: bool, N: int
 
 
 def _train_net1(D, O):  # noqa: E741
+    exp_source = EXP_SOURCE  # a cell of the kernel: its cache key (see the top)
+
     @njit(cache=True, **OPTS)
     def train_net1(net, work, iterations, log_every, losses):
         """The 2-layer net: its one layer is an output layer over the whole batch (A = X, H = D)."""
+        _key = exp_source  # (unused: it only has to be a cell)
         # (fields are read once, outside the loop: reading them inside would cost refcounting)
         X, y, W0t, _, N, alpha, one = net
         d2 = work.d2[0]
@@ -495,10 +505,13 @@ def _train_net1(D, O):  # noqa: E741
 
 
 def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
+    exp_source = EXP_SOURCE  # a cell of the kernel: its cache key (see the top)
+
     @njit(cache=True, **OPTS)
     def train_small(net, work, iterations, log_every, losses):
         """The 3-layer net with N*H <= SMALL_WORK: one row tile holding the whole batch, with H a
         compile-time constant -- the loops over h unrolled, no vector set-up or remainder loops."""
+        _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
         Abuf, d2, G0, G1, _ = work
         scale = 1.0 / (N * O)
@@ -520,9 +533,12 @@ def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
 
 
 def _train_serial(D, O, cols, fuse, DT, OT):  # noqa: E741
+    exp_source = EXP_SOURCE  # a cell of the kernel: its cache key (see the top)
+
     @njit(cache=True, **OPTS)
     def train_serial(net, work, iterations, log_every, losses):
         """The 3-layer net on one thread: one chunk holding every tile."""
+        _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
         Abuf, d2, G0, G1, _ = work
         ntiles, _, T = X.shape
@@ -544,9 +560,12 @@ def _train_serial(D, O, cols, fuse, DT, OT):  # noqa: E741
 
 
 def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
+    exp_source = EXP_SOURCE  # a cell of the kernel: its cache key (see the top)
+
     @njit(cache=True, parallel=True, **OPTS)
     def train_parallel(net, work, iterations, log_every, losses):
         """The 3-layer net with the tiles cut into fixed contiguous chunks, one per thread."""
+        _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
         Abuf, d2, G0, G1, closs = work
         ntiles, _, T = X.shape

@@ -62,16 +62,20 @@ def _build():
     from numba import njit
 
     # The fast exp the backends use: the shared compiled-kernel library, not a backend module.
-    from backends._numba_kernels import KERNEL_FM, fexp, fsigmoid
+    from backends._numba_kernels import EXP_SOURCE, KERNEL_FM, fexp, fsigmoid
+
+    exp_source = EXP_SOURCE  # a cell of the kernels using the exp: their cache keys follow its source
 
     @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
     def sigmoid(buf, src, reps, one):
+        _key = exp_source
         for _ in range(reps):
             for i in range(buf.size):
                 buf[i] = fsigmoid(src[i])
 
     @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
     def exp(buf, src, reps, one):
+        _key = exp_source
         for _ in range(reps):
             for i in range(buf.size):
                 buf[i] = fexp(-src[i])
@@ -101,6 +105,7 @@ def _build():
 
     @njit(cache=True, nogil=True, fastmath=KERNEL_FM, error_model="numpy")
     def sigmoid_chain(x, reps, one):
+        _key = exp_source
         for _ in range(reps):
             x = fsigmoid(x)  # x -> about 0.659: no overflow, no subnormals
         return x

@@ -267,3 +267,21 @@ def test_disk_cache_serves_a_fresh_process(name, tmp_path):
     assert built >= kernels and loaded == 0  # cold: everything compiled (the kernels, and the exp)
     built, loaded = child()
     assert built == loaded == kernels  # warm: every kernel from the disk cache, nothing compiled
+
+
+def test_kernels_cache_keys_follow_the_exp_source():
+    """Numba keys a cached closure on its cells; every kernel holds a hash of _numba_exp.py, so an
+    edit of the exp or sigmoid there recompiles the kernels instead of loading stale code."""
+    import zlib
+    from pathlib import Path
+
+    from backends import _numba_exp, _numba_kernels
+
+    stamp = zlib.crc32(Path(_numba_exp.__file__).read_bytes())
+    assert _numba_kernels.EXP_SOURCE == stamp
+    shapes = [(2, 3, 1, False, False, 4, 2), (3, 3, 1, False, False, 4, 4), (3, 3, 1, False, False, 4096, 64),
+              (3, 3, 1, True, False, 4096, 64), (3, 3, 1, True, True, 4096, 64)]  # fmt: skip
+    for shape in shapes:
+        kernel = _numba_kernels.train_kernel(*shape)
+        cells = [cell.cell_contents for cell in kernel.py_func.__closure__]
+        assert stamp in cells, shape
