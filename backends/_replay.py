@@ -42,7 +42,9 @@ def schedule(iterations: int, log_every: int, unroll: int) -> list[tuple[str, in
     Iteration i is logged when ``log_every`` > 0 and i % log_every == 0 (base.logged_iterations).
     """
     if iterations < 0 or log_every < 0 or unroll < 1:
-        raise ValueError(f"bad schedule request: iterations={iterations}, log_every={log_every}, unroll={unroll}")
+        raise ValueError(
+            f"bad schedule request: iterations={iterations}, log_every={log_every}, unroll={unroll}"
+        )
     out: list[tuple[str, int]] = []
 
     def stretch(length: int) -> None:  # `length` unlogged iterations

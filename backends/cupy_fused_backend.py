@@ -10,8 +10,10 @@ buffer is allocated once in ``prepare`` and each elementwise stretch of an itera
 * backward, per layer: ``grad = a.T @ d`` and ``g = d @ W.T`` (cuBLAS), ``g *= a * (1 - a)``
   in place (with W before this iteration's update, SPEC step 5), then ``W += alpha * grad``.
 
-So an iteration of the 3-layer net is 2 x 2 + 1 + 3 + 2 = 10 kernels with no allocation. The
-same step, captured once into CUDA graphs and replayed, is `cupy-graph` (``backends.cupy_graph_backend``).
+So an iteration of the 3-layer net is 2 x 2 + 1 + 4 + 2 = 11 kernels (12 when logged) and
+allocates no array of its own (where CuPy routes work to CUB it still takes a temporary from its
+pool; ``backends.cupy_graph_backend`` says where). The same step, captured once into CUDA graphs
+and replayed, is `cupy-graph`.
 
 The kernels' arithmetic is the spec's formula (``1 / (1 + exp(-z))``, slope from the output). The
 CUDA compiler may contract ``w + alpha * g`` into a fused multiply-add, so the last bits can
@@ -46,7 +48,9 @@ def cupy_kernels():
         ),
         slope_=cp.ElementwiseKernel("T a", "T g", "g = g * a * (T(1) - a)", "nnbench_slope"),
         update_=cp.ElementwiseKernel("T alpha, T grad", "T w", "w += alpha * grad", "nnbench_update"),
-        mean_abs=cp.ReductionKernel("T x", "T m", "abs(x)", "a + b", "m = a / _in_ind.size()", "0", "nnbench_mean_abs"),
+        mean_abs=cp.ReductionKernel(
+            "T x", "T m", "abs(x)", "a + b", "m = a / _in_ind.size()", "0", "nnbench_mean_abs"
+        ),
         matmul=lambda a, b, out: cp.matmul(a, b, out=out),
     )
 

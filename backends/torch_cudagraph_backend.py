@@ -128,7 +128,9 @@ class TorchCudagraph(Torch):
                 g["logged"]()
                 losses[k].copy_(g["loss"])  # device to device: no synchronisation
 
-            _replay.replay(_replay.schedule(iterations, log_every, g["unroll"]), g["unrolled"], g["single"], logged)
+            _replay.replay(
+                _replay.schedule(iterations, log_every, g["unroll"]), g["unrolled"], g["single"], logged
+            )
         # graph replays are queued asynchronously: wait before the clock is read
         self.synchronize(g["X"].device)
         state["losses"].append(losses)

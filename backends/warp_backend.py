@@ -10,9 +10,11 @@ float64 overloads declared up front, so one module build serves both dtypes.
 Where it runs: Warp's CUDA device where the process has one (``DEVICE = "any"``), else the CPU,
 where Warp runs a launch's threads one after another (``threads()`` is 1: Warp has no CPU
 thread pool). Iterations that log no loss are one iteration's launches captured into a graph
-(``wp.ScopedCapture``) and replayed; Warp offers capture on the CPU too, so the CPU path that
-the tests run here replays the same kind of graph. The CUDA path (a CUDA graph, its capture and
-its replay) cannot be run on this project's machines, which have no GPU: it is untested.
+(``wp.ScopedCapture``) in ``prepare`` and replayed by ``run``, so the timed run launches and
+captures nothing else (the harness prepares a fresh state for every timed run); Warp offers
+capture on the CPU too, so the CPU path that the tests run here replays the same kind of graph.
+The CUDA path (a CUDA graph, its capture and its replay) cannot be run on this project's
+machines, which have no GPU: it is untested.
 
 Warp compiles the module (its own Clang for the CPU, NVRTC for CUDA) into its kernel cache,
 which this backend puts under the shared build directory (``backends._aot.build_dir()/warp``,
@@ -63,8 +65,13 @@ def _kernels():
         out[i, j] = W.dtype(1.0) / (W.dtype(1.0) + wp.exp(-z))
 
     @wp.kernel
-    def output_delta(a: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any), delta: wp.array2d(dtype=Any),
-                     losses: wp.array(dtype=wp.float64), slot: int):
+    def output_delta(
+        a: wp.array2d(dtype=Any),
+        y: wp.array2d(dtype=Any),
+        delta: wp.array2d(dtype=Any),
+        losses: wp.array(dtype=wp.float64),
+        slot: int,
+    ):
         """err = y - a; delta = err * a * (1 - a); |err| summed into losses[slot] (slot >= 0)."""
         i, j = wp.tid()
         s = a[i, j]
@@ -74,8 +81,12 @@ def _kernels():
             wp.atomic_add(losses, slot, wp.float64(wp.abs(err)))
 
     @wp.kernel
-    def hidden_delta(delta_next: wp.array2d(dtype=Any), W: wp.array2d(dtype=Any), a: wp.array2d(dtype=Any),
-                     delta: wp.array2d(dtype=Any)):
+    def hidden_delta(
+        delta_next: wp.array2d(dtype=Any),
+        W: wp.array2d(dtype=Any),
+        a: wp.array2d(dtype=Any),
+        delta: wp.array2d(dtype=Any),
+    ):
         """delta = (delta_next @ W.T) * a * (1 - a), with W before this iteration's update."""
         i, j = wp.tid()
         s = W.dtype(0.0)
@@ -85,7 +96,9 @@ def _kernels():
         delta[i, j] = s * h * (W.dtype(1.0) - h)
 
     @wp.kernel
-    def update(inp: wp.array2d(dtype=Any), delta: wp.array2d(dtype=Any), W: wp.array2d(dtype=Any), alpha: Any):
+    def update(
+        inp: wp.array2d(dtype=Any), delta: wp.array2d(dtype=Any), W: wp.array2d(dtype=Any), alpha: Any
+    ):
         """W += alpha * (inp.T @ delta), one thread per weight."""
         k, j = wp.tid()
         g = W.dtype(0.0)
@@ -111,8 +124,10 @@ class WarpState:
     deltas: list  # delta of each weight layer's output
     alpha: Any
     device: Any
-    graph: Any = None  # one unlogged iteration, captured on first use
-    losses: list = field(default_factory=list)  # per run: (device array of summed |err| per logged iteration, its count)
+    graph: Any = None  # one unlogged iteration, captured in prepare
+    no_losses: Any = None  # the captured launches' loss array (slot -1: never written)
+    #: per run: (device array of summed |err| per logged iteration, its count)
+    losses: list = field(default_factory=list)
 
 
 class Warp(Backend):
@@ -170,7 +185,7 @@ class Warp(Backend):
         put = lambda x: wp.array(np.ascontiguousarray(x), dtype=scalar, device=device)  # noqa: E731 (a copy)
         N = problem.batch
         acts = [put(problem.X)] + [wp.zeros((N, n), dtype=scalar, device=device) for n in problem.sizes[1:]]
-        return WarpState(
+        state = WarpState(
             X=acts[0],
             y=put(problem.y),
             W=[put(w) for w in problem.weights],
@@ -178,7 +193,13 @@ class Warp(Backend):
             deltas=[wp.zeros((N, n), dtype=scalar, device=device) for n in problem.sizes[1:]],
             alpha=scalar(problem.X.dtype.type(problem.alpha)),
             device=device,
+            no_losses=wp.zeros(1, dtype=wp.float64, device=device),
         )
+        # Captured here, not in the timed run: capture and graph instantiation are set-up.
+        with wp.ScopedCapture(device=device) as capture:
+            self.iteration(state, state.no_losses, -1)  # captured, not run: replayed by run
+        state.graph = capture.graph
+        return state
 
     def iteration(self, state: WarpState, losses, slot: int) -> None:
         """One iteration's launches: the NumPy loop, layer by layer."""
@@ -186,13 +207,29 @@ class Warp(Backend):
         forward, output_delta, hidden_delta, update = _kernels()
         acts, deltas, W, device = state.acts, state.deltas, state.W, state.device
         for layer, w in enumerate(W):
-            wp.launch(forward, dim=acts[layer + 1].shape, inputs=[acts[layer], w, acts[layer + 1]], device=device)
-        wp.launch(output_delta, dim=acts[-1].shape, inputs=[acts[-1], state.y, deltas[-1], losses, slot], device=device)
+            wp.launch(
+                forward, dim=acts[layer + 1].shape, inputs=[acts[layer], w, acts[layer + 1]], device=device
+            )
+        wp.launch(
+            output_delta,
+            dim=acts[-1].shape,
+            inputs=[acts[-1], state.y, deltas[-1], losses, slot],
+            device=device,
+        )
         for layer in reversed(range(len(W))):
             if layer > 0:  # uses W[layer] before this iteration's update
-                wp.launch(hidden_delta, dim=acts[layer].shape, inputs=[deltas[layer], W[layer], acts[layer], deltas[layer - 1]],
-                          device=device)
-            wp.launch(update, dim=W[layer].shape, inputs=[acts[layer], deltas[layer], W[layer], state.alpha], device=device)
+                wp.launch(
+                    hidden_delta,
+                    dim=acts[layer].shape,
+                    inputs=[deltas[layer], W[layer], acts[layer], deltas[layer - 1]],
+                    device=device,
+                )
+            wp.launch(
+                update,
+                dim=W[layer].shape,
+                inputs=[acts[layer], deltas[layer], W[layer], state.alpha],
+                device=device,
+            )
 
     def run(self, state: WarpState, iterations: int, log_every: int) -> None:
         wp = _warp()
@@ -200,12 +237,8 @@ class Warp(Backend):
         for it in range(iterations):
             if log_every and it % log_every == 0:
                 self.iteration(state, losses, it // log_every)
-                continue
-            if state.graph is None:
-                with wp.ScopedCapture(device=state.device) as capture:
-                    self.iteration(state, losses, -1)  # captured, not run: replayed below
-                state.graph = capture.graph
-            wp.capture_launch(state.graph)
+            else:
+                wp.capture_launch(state.graph)
         wp.synchronize_device(state.device)  # launches are queued asynchronously on a GPU
         state.losses.append((losses, n_logged(iterations, log_every)))
 

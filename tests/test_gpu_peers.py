@@ -7,6 +7,8 @@ with stand-ins for what needs a GPU, passed to the backend classes as parameters
 CPU with a "capture" that returns the step itself (``TorchCudagraph(device="cpu", capture=...)``),
 NumPy arrays with NumPy versions of the fused kernels and a stand-in stream (``CupyFused(np, ...)``,
 ``CupyGraph(np, ...)``) -- through the same agreement cases and published seed runs. What stays GPU-only is named in each skip reason.
+cupy-graph's CuPy capture itself (CUB off, its stream, its own memory pool) and warp's capture in
+``prepare``: tests/test_gpu_capture.py.
 """
 
 from __future__ import annotations
@@ -139,7 +141,10 @@ def test_graphs_are_captured_once_per_shape_and_replayed_as_scheduled(name):
     assert backend.capture.captured == 3
     assert backend.capture.replays == 2 * (3 + 8)  # 200 = 3 x 64 + 8 singles, per run
     # and the second problem's result is its own, not the first one's continued
-    assert max_relative_error(result, reference_result(scaled(4, 4, "float64", 4), 200, 0)) <= TOLERANCE["float64"]
+    assert (
+        max_relative_error(result, reference_result(scaled(4, 4, "float64", 4), 200, 0))
+        <= TOLERANCE["float64"]
+    )
     train(backend, scaled(8, 4, "float64", 3), 5, 2)  # another shape: captured anew
     assert backend.capture.captured == 6
     if name == "torch-cudagraph":
@@ -150,8 +155,12 @@ def test_a_refused_capture_is_an_unsupported_problem_with_the_reason():
     def refuse(fn):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    with pytest.raises(UnsupportedProblem, match="CUDA graph capture failed: RuntimeError: operation not permitted"):
-        CupyGraph(xp=np, kernels=numpy_kernels(), stream=Stream(), capture=refuse).prepare(scaled(5, 3, "float32", 1))
+    with pytest.raises(
+        UnsupportedProblem, match="CUDA graph capture failed: RuntimeError: operation not permitted"
+    ):
+        CupyGraph(xp=np, kernels=numpy_kernels(), stream=Stream(), capture=refuse).prepare(
+            scaled(5, 3, "float32", 1)
+        )
 
 
 def test_fused_step_allocates_nothing_after_prepare():
