@@ -202,6 +202,11 @@ def measure_ceilings(seconds_budget: float = 2.0) -> dict:
     return out
 
 
+def best_ceiling(key: str, a: float, b: float) -> float:
+    """The better of two measurements of ceiling ``key``: the higher rate, the shorter latency."""
+    return min(a, b) if "_latency_" in key else max(a, b)
+
+
 def _levels(n: int) -> int:
     """Depth of a pairwise sum of n terms: ceil(log2(n))."""
     return max(int(n) - 1, 0).bit_length()

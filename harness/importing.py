@@ -147,6 +147,11 @@ def _import(report: Imported, source: Path, fingerprint: dict, sources: dict, pa
         results.append_rows(report.runs, rows, log)
     report.appended = len(rows)
     current = current or dict(fingerprint)
+    # Ceilings the folder lacks (say, measured by a newer harness on the source) come with the
+    # import, so that the floors of its rows can be priced; the folder's own are kept.
+    ceilings = {**fingerprint.get("ceilings", {}), **current.get("ceilings", {})}
+    if ceilings:
+        current = {**current, "ceilings": ceilings}
     imports = list(current.get("imported", []))
     if report.appended or not any(i.get("source") == source.name for i in imports):
         imports.append({

@@ -64,7 +64,7 @@ def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int,
     extra = {"machine": plan.machine, "preset": preset_name, "threads_requested": threads_requested}
     seconds = 1.0 if preset_name == "quick" else 3.0  # for each measurement of the ceilings
     try:
-        from harness.floor import measure_ceilings
+        from harness.floor import best_ceiling, measure_ceilings
 
         extra["ceilings"] = measure_ceilings(seconds_budget=seconds)
     except ImportError as exc:
@@ -80,7 +80,7 @@ def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int,
     if measure_ceilings:  # measured again after the sweep; the better of the two is the ceiling
         for key, value in measure_ceilings(seconds_budget=seconds).items():
             if isinstance(value, float):
-                info["ceilings"][key] = max(value, info["ceilings"][key])
+                info["ceilings"][key] = best_ceiling(key, value, info["ceilings"][key])
         results.write_machine(directory, info, log)
     print(f"results: {path} ({time.monotonic() - start:.0f} s)")
     if plots:

@@ -257,3 +257,16 @@ def test_summary_counts_where_each_gpu_backend_is_fastest(two_machines):
     text = (root / "gpubox" / "plots" / "summary.md").read_text()
     assert "| `numba-cuda` | 4 | 1 of 4 |" in text  # fastest GPU backend only at N = 16384
     assert "| `jax` | 4 | 3 of 4 |" in text
+
+
+def test_import_adds_the_ceilings_the_folder_lacks_and_keeps_its_own(tmp_path):
+    source = make_source(tmp_path)
+    target = tmp_path / "results" / "xeon-gold-6430-32c-h100"
+    target.mkdir(parents=True)
+    older = {**GPU_BOX, "ceilings": {"sigmoid_per_s_float64": 1.0e9, "threads": 32}}
+    (target / "machine.json").write_text(json.dumps(older))
+    newer = {**GPU_BOX, "ceilings": {"sigmoid_per_s_float64": 2.0e9, "sigmoid_latency_s_float64": 2.0e-8, "threads": 32}}
+    (source / "machine.json").write_text(json.dumps(newer))
+    importing.import_results(source, tmp_path / "results")
+    ceilings = json.loads((target / "machine.json").read_text())["ceilings"]
+    assert ceilings == {"sigmoid_per_s_float64": 1.0e9, "sigmoid_latency_s_float64": 2.0e-8, "threads": 32}

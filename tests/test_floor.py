@@ -54,3 +54,12 @@ def test_measured_latencies_are_plausible():
         assert 1e-11 < fma < 1e-8 and 3 * fma < sig < 1e-6
         # a chain is slower than the throughput of independent operations
         assert 1 / fma < ceil[f"fma_per_s_{dt}_1t"]
+
+
+def test_the_better_of_two_measurements_is_the_higher_rate_and_the_shorter_latency():
+    from harness.floor import best_ceiling
+
+    assert best_ceiling("sigmoid_per_s_float64", 1e9, 2e9) == 2e9
+    assert best_ceiling("bytes_per_s_1t", 3e10, 2e10) == 3e10
+    assert best_ceiling("sigmoid_latency_s_float64", 2.5e-8, 2.3e-8) == 2.3e-8
+    assert best_ceiling("fma_latency_s_float32", 1.0e-9, 1.3e-9) == 1.0e-9
