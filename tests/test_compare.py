@@ -259,7 +259,7 @@ def test_summary_counts_where_each_gpu_backend_is_fastest(two_machines):
     assert "| `jax` | 4 | 3 of 4 |" in text
 
 
-def test_import_adds_the_ceilings_the_folder_lacks_and_keeps_its_own(tmp_path):
+def test_import_keeps_the_better_measurement_of_each_ceiling_and_adds_those_the_folder_lacks(tmp_path):
     source = make_source(tmp_path)
     target = tmp_path / "results" / "xeon-gold-6430-32c-h100"
     target.mkdir(parents=True)
@@ -269,4 +269,8 @@ def test_import_adds_the_ceilings_the_folder_lacks_and_keeps_its_own(tmp_path):
     (source / "machine.json").write_text(json.dumps(newer))
     importing.import_results(source, tmp_path / "results")
     ceilings = json.loads((target / "machine.json").read_text())["ceilings"]
-    assert ceilings == {"sigmoid_per_s_float64": 1.0e9, "sigmoid_latency_s_float64": 2.0e-8, "threads": 32}
+    assert ceilings == {"sigmoid_per_s_float64": 2.0e9, "sigmoid_latency_s_float64": 2.0e-8, "threads": 32}
+    slower = {**GPU_BOX, "ceilings": {"sigmoid_per_s_float64": 0.5e9, "sigmoid_latency_s_float64": 3.0e-8}}
+    (source / "machine.json").write_text(json.dumps(slower))
+    importing.import_results(source, tmp_path / "results")
+    assert json.loads((target / "machine.json").read_text())["ceilings"] == ceilings  # the better of each kept
