@@ -21,8 +21,11 @@ help:
 	@echo "make validate     agreement table of every available backend"
 	@echo "make cuda-ptx     compile every CUDA kernel for real GPU architectures (no GPU needed;"
 	@echo "                  ARGS='--compiler numba-cuda --compiler numba-cuda-mlir' for both compilers)"
-	@echo "make gpu-check    on a GPU machine with the packages preinstalled: tests + validate"
-	@echo "make gpu-bench    on that machine: the GPU sweep into \$$OUT/<machine>/ (or results/)"
+	@echo "make gpu-check    on a GPU machine with the packages preinstalled: CUDA tests, validate, a short"
+	@echo "                  sweep and the plan probes, each step bounded, into \$$OUT (or gpu-check-out/);"
+	@echo "                  expected at most 8 minutes (not yet measured on a GPU)"
+	@echo "make gpu-bench PART=1|2  on that machine: the GPU sweep (batch 4-256 | 1024-65536) into"
+	@echo "                  \$$OUT/<machine>/ (or results/); expected under 9 minutes each (not yet measured)"
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -66,19 +69,23 @@ cuda-ptx: $(STAMP)
 
 # On a GPU machine that has numba, numba-cuda, cupy, torch and jax preinstalled and reaches no
 # package registry: run the repository in place (PYTHONPATH=., the machine's python3, no venv).
-# gpu-check: the agreement, CUDA and GPU-floor suites on the real device, then `validate` (a few minutes).
-# gpu-bench: the GPU sweep (preset gpu: sized to finish within 10 minutes), results into
+# gpu-check: harness.gpu_check, one command bounded by its steps' budgets (450 s in all): the CUDA
+# tests under a per-test watchdog, `validate` of every GPU backend, the gpu-check sweep (runs.csv and
+# machine.json with the GPU ceilings under $(GPU_CHECK_OUT)/<machine>/), the block/grid probes.
+# Exit status 0 ok, 1 a step failed, 3 no CUDA device (nothing checked).
+# gpu-bench: the gpu grid in two parts, one command each (presets gpu-1 and gpu-2), results into
 # $(GPU_OUT)/<machine>/ (runs.csv, machine.json with the GPU ceilings; plots are drawn back here
 # with `make plots`).
 GPU_PY  ?= python3
 GPU_OUT ?= $(if $(OUT),$(OUT),results)
+GPU_CHECK_OUT ?= $(if $(OUT),$(OUT),gpu-check-out)
+PART    ?=
 gpu-check:
-	PYTHONPATH=. $(GPU_PY) -m harness list
-	NUMBA_ENABLE_CUDASIM=0 PYTHONPATH=. $(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_agreement.py tests/test_numba_cuda.py tests/test_gpu_floor.py tests/test_peers.py $(ARGS)
-	PYTHONPATH=. $(GPU_PY) -m harness validate
+	PYTHONPATH=. $(GPU_PY) -m harness.gpu_check --out $(GPU_CHECK_OUT) $(ARGS)
 
 gpu-bench:
-	PYTHONPATH=. $(GPU_PY) -m harness bench --preset gpu --out $(GPU_OUT) --no-plots --no-progress $(ARGS)
+	@case "$(PART)" in 1|2) ;; *) echo "make gpu-bench: set PART=1 (batch 4-256) or PART=2 (batch 1024-65536), one command each" >&2; exit 2;; esac
+	PYTHONPATH=. $(GPU_PY) -m harness bench --preset gpu-$(PART) --out $(GPU_OUT) --no-plots --no-progress $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -11,7 +11,8 @@ kernels, ``backends/_cuda_kernels.py``, executed for that compiler) are loaded o
 (``backends/_cuda_plan.py``), compiles the kernels it needs eagerly for their one signature and
 configures each launch once. ``run`` is the loop alone: one launch for the whole run on the block
 and grid paths (three per iteration on the multi path), then one synchronisation. The logged
-losses stay on the device until ``fetch``.
+losses stay on the device until ``fetch``. ``describe`` reports what a prepared run launches (path,
+grid, occupancy cap, launch bound, registers, the cost model's predicted time).
 """
 
 # The sizes are named as in SPEC.md: N rows, D inputs, H hidden units, O outputs.
@@ -143,7 +144,7 @@ class CudaBackend(Backend):
             spec = self.source.kernels(dtype, D, O)[name]
             options = {}
             if not self.SIMULATED and takes_launch_bounds(self.COMPILER, self.cuda):
-                options["launch_bounds"] = spec.bound
+                options["launch_bounds"] = spec.launch_bounds
             self._compiled[key] = self.cuda.jit(spec.signature, **options)(spec.pyfunc)
         return self._compiled[key]
 
@@ -172,8 +173,8 @@ class CudaBackend(Backend):
             query = getattr(compiled, "max_cooperative_grid_blocks", None)
             if query:
                 return int(query(threads, shared))
-        # numba-cuda-mlir 0.6 has no occupancy query: one block per SM is always resident (the
-        # launch bound keeps a block of GRID_THREADS within one SM's registers and shared memory).
+        # A compiler without the query: one block per SM is always resident (the launch bound
+        # keeps a block of GRID_THREADS within one SM's registers and shared memory).
         return self.device_properties()["multiprocessors"]
 
     # --- the backend (backends/base.py) -----------------------------------------------------------------
@@ -210,6 +211,7 @@ class CudaBackend(Backend):
                 cap = self.cooperative_blocks(self.kernel(dtype, D, O, grid_name), probe.threads, probe.shared_bytes)
         plan = _cuda_plan.plan(problem.sizes, N, item, props, cap)
         self.admit(_cuda_plan.device_bytes(problem.sizes, N, item, plan))
+        layers = 3 if H else 2
 
         def flat(a) -> object:
             return cuda.to_device(np.ascontiguousarray(a, dtype=t).ravel())
@@ -232,15 +234,18 @@ class CudaBackend(Backend):
             "losses": [],
             "plan": plan,
             "path": plan.path,
+            "sizes": tuple(problem.sizes),
+            "props": props,
+            "cooperative_cap": cap,
             "compiler": f"{self.COMPILER} {self.version}",
         }
         T, k = plan.threads, lambda name: self.kernel(dtype, D, O, name)  # noqa: E731
         if plan.path == "block":
-            layers = 3 if H else 2
+            state["kernels"] = [f"block{layers}_shared" if plan.shared_bytes else f"block{layers}_global"]
             if plan.shared_bytes:
-                state["launch"] = k(f"block{layers}_shared")[1, T, 0, plan.shared_bytes]
+                state["launch"] = k(state["kernels"][0])[1, T, 0, plan.shared_bytes]
             else:  # too big for shared memory: the same loop on global scratch arrays
-                state["launch"] = k(f"block{layers}_global")[1, T]
+                state["launch"] = k(state["kernels"][0])[1, T]
                 state["scratch"] = [scratch(H * O), scratch(N * H), scratch(N * O)] if H else [scratch(N * O)]
                 state["part"] = scratch(T)
             return state
@@ -250,23 +255,72 @@ class CudaBackend(Backend):
         state["errpart"] = scratch(plan.rchunks if H else ceil_div(N, T))
         state["d"] = scratch(N * O)  # 2-layer deltas
         if plan.path == "grid":
+            state["kernels"] = [grid_name]
             state["launch"] = k(grid_name)[plan.blocks, T, 0, plan.shared_bytes]
         else:
-            phase_bytes = plan.shared_bytes
-            update = k("update_phase")[plan.update_blocks, T]
-            if H:
-                state["phases"] = (
-                    k("forward3_phase")[plan.forward_items, T, 0, phase_bytes],
-                    k("backward3_phase")[plan.backward_items, T, 0, phase_bytes],
-                    update,
-                )
-            else:
-                state["phases"] = (
-                    k("forward2_phase")[plan.forward_items, T, 0, phase_bytes],
-                    k("backward2_phase")[plan.backward_items, T],
-                    update,
-                )
+            shared = plan.shared_bytes
+
+            def grid(items: int) -> int:  # one block per item, or MAX_BLOCKS walking several each
+                return min(items, plan.blocks) if plan.blocks else items
+
+            names = [f"forward{layers}_phase", f"backward{layers}_phase", "update_phase"]
+            state["kernels"] = names
+            state["phases"] = (
+                k(names[0])[grid(plan.forward_items), T, 0, shared],
+                k(names[1])[grid(plan.backward_items), T, 0, shared if H else 0],
+                k(names[2])[grid(plan.update_blocks), T, 0, shared],
+            )
         return state
+
+    def describe(self, state: dict) -> dict:
+        """What a prepared run (``prepare``'s state) will launch: path, threads and blocks (the
+        multi path: its most blocks per phase launch), the blocks the occupancy query granted
+        (None where it was not asked), the launch bound ("256,2"; "" under the simulator, which
+        applies none), registers and local memory per thread of the kernel used (the largest over
+        the multi path's three; None where the compiler cannot say, as under the simulator:
+        ``spill_bytes`` is the driver's local memory per thread, spills included), and the cost
+        model's PREDICTED microseconds per iteration (``_cuda_plan.layout_seconds``)."""
+        plan = state["plan"]
+        item = np.dtype(state["dtype"]).itemsize
+        table = self.source.kernels(state["dtype"], state["D"], state["O"])
+        specs = [table[name] for name in state["kernels"]]
+        bound = "" if self.SIMULATED else ",".join(str(b) for b in np.atleast_1d(specs[0].launch_bounds))
+        registers = spill = None
+        for name in state["kernels"]:
+            regs, local = self._resources(self.kernel(state["dtype"], state["D"], state["O"], name))
+            if regs is not None:
+                registers = max(registers or 0, regs)
+            if local is not None:
+                spill = max(spill or 0, local)
+        if plan.path == "multi":
+            items = (plan.forward_items, plan.backward_items, plan.update_blocks)
+            blocks = max(min(n, plan.blocks) if plan.blocks else n for n in items)
+        else:
+            blocks = plan.blocks
+        seconds = _cuda_plan.layout_seconds(plan, state["sizes"], state["N"], item, state["props"])
+        return {
+            "path": plan.path,
+            "threads": plan.threads,
+            "blocks": blocks,
+            "cooperative_cap": state["cooperative_cap"],
+            "launch_bound": bound,
+            "registers": registers,
+            "spill_bytes": spill,
+            "predicted_us": seconds * 1e6,
+        }
+
+    def _resources(self, kernel) -> tuple[int | None, int | None]:
+        """(registers, local memory bytes) per thread of a compiled kernel; None where unknown."""
+        if self.SIMULATED:
+            return None, None
+        try:
+            compiled = next(iter(kernel.overloads.values()))
+            ensure = getattr(compiled, "_ensure_kernel_attrs", None)  # numba-cuda-mlir: from the driver
+            if ensure:
+                ensure()
+            return int(compiled.regs_per_thread), int(compiled.local_mem_per_thread)
+        except Exception:  # a compiler without these attributes
+            return None, None
 
     def run(self, state: dict, iterations: int, log_every: int) -> None:
         """The whole loop on the device; losses stay there; synchronises before returning."""

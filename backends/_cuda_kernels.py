@@ -17,7 +17,8 @@ The file has three layers, each written once:
 * the math of one element, as device functions every path calls: ``sig`` (SPEC step 1's
   sigmoid), ``dot`` (a pre-activation, or a gradient entry summed over rows), ``output_delta``
   (steps 2-4 for one output: d2 and |err|), ``hidden_delta`` (step 5), ``updated`` (step 6 for
-  one weight), ``loss_mean`` (step 3: the logged mean from the |err| partials, added in order);
+  one weight), ``loss_mean`` (step 3: the logged mean from the |err| partials, added in order;
+  the grid path adds them with ``group_sum`` instead);
 * the layout of dynamic shared memory: ``_cuda_plan.block_shared`` and ``_cuda_plan.grid_shared``,
   which the plan sizes the allocation with, compiled here as device functions that carve it;
 * the phases, and the kernels that sequence them, one per launch path
@@ -29,7 +30,9 @@ The file has three layers, each written once:
     place of a1.
   * ``grid3`` / ``grid2``: one persistent cooperative grid for the whole run; phases
     (``forward3``, ``backward3``, ``update``, ...) separated by ``cuda.cg.this_grid().sync()``;
-    three per iteration.
+    three per iteration. Their sums over other threads' partials are fixed-order trees through
+    shared memory: ``block_sum`` (a block's |err|), ``lane_sum`` (the lanes of a chunk) and
+    ``group_sum`` (a group of up to a warp adding the chunks' partials of a row or a weight).
   * ``*_phase`` kernels: the grid kernels' phases as separate launches (devices without
     cooperative launch), calling the same phase functions.
 
@@ -40,7 +43,10 @@ architecture is reused for another (``harness.cuda_ptx`` clears both caches betw
 file has to be executed as a whole by the loader.
 
 Every sum has a fixed order that depends only on the launch layout (the plan), never on thread
-scheduling: no atomics. A float64 run is bit-reproducible for a given plan.
+scheduling: no atomics, no warp shuffles (numba-cuda's simulator has none; a shared-memory tree
+computes the same on both compilers and under it). A float64 run is bit-reproducible for a given
+plan. The grid kernels' launch bound asks for two blocks per SM where that spills nothing
+(``_cuda_plan.GRID_MIN_BLOCKS``).
 """
 
 # The sizes are named as in SPEC.md: N rows, D inputs, H hidden units, O outputs.
@@ -54,7 +60,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from backends._cuda_plan import BLOCK_MAX_THREADS, GRID_THREADS, block_shared, grid_shared
+from backends._cuda_plan import (
+    BLOCK_MAX_THREADS,
+    GRID_MIN_BLOCKS,
+    GRID_MIN_BLOCKS_WIDTH,
+    GRID_THREADS,
+    block_shared,
+    grid_shared,
+    tree_width,
+)
 
 if "cuda" not in globals():
     raise ImportError("backends._cuda_kernels is loaded by backends._cuda_compiler.load_kernels(compiler)")
@@ -65,6 +79,12 @@ class Kernel(NamedTuple):
     pyfunc: object  # the Python function, for cuda.jit(signature) or cuda.compile_ptx
     signature: str
     bound: int  # launch bound: the most threads per block it is launched with
+    min_blocks: int = 1  # launch bound: blocks per SM the registers must allow (1: no constraint)
+
+    @property
+    def launch_bounds(self) -> int | tuple[int, int]:
+        """The ``launch_bounds`` option of ``cuda.jit`` and ``cuda.compile_ptx``."""
+        return self.bound if self.min_blocks == 1 else (self.bound, self.min_blocks)
 
 
 #: Names by path (harness.cuda_ptx and the tests iterate over these).
@@ -165,6 +185,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
 
     block_layout = device(block_shared)
     grid_layout = device(grid_shared)
+    group_width = device(tree_width)
 
     @device
     def block_arrays(sm, N, H, T):
@@ -330,20 +351,55 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
 
     @device
     def lane_sum(values, red, lanes, width, tid, K):
-        """Adds the K ``values`` of the threads that share an index mod ``width`` (lanes 0, 1, ...,
-        in that order) into lane 0's ``values`` (all threads call; the others' are left as they are)."""
+        """Adds the K ``values`` of the threads that share an index mod ``width`` (thread tid is
+        lane tid // width) into lane 0's ``values`` in a fixed tree: at each level the upper half
+        of the lanes is added into the lower half (all threads call; the others' are left as they
+        are)."""
         for q in range(K):
             red[tid * K + q] = values[q]
-        # waits for: every lane's values before lane 0 adds them
+        # waits for: every lane's values before the tree reads them
         cuda.syncthreads()
+        lane = tid // width
+        span = lanes
+        while span > 1:
+            half = (span + 1) // 2
+            if lane < span - half:
+                for q in range(K):
+                    red[tid * K + q] += red[(tid + half * width) * K + q]
+            # waits for: this level of the tree before the next level reads it
+            cuda.syncthreads()
+            span = half
         if tid < width:
             for q in range(K):
-                s = red[tid * K + q]
-                for lane in range(1, lanes):
-                    s += red[(lane * width + tid) * K + q]
-                values[q] = s
+                values[q] = red[tid * K + q]
         # waits for: lane 0's reads before the next call overwrites the buffer
         cuda.syncthreads()
+
+    @device
+    def group_sum(A, first, step, count, live, red, G, lane, tid):
+        """sum_c A[first + c step] for c = 0, ..., count - 1, by a group of G consecutive threads
+        (G a power of two, this thread its ``lane``): lane l adds c = l, l + G, ... in order, then
+        the lanes' sums are added in a fixed tree through ``red`` (one slot per thread). Every
+        thread of the block calls it (barriers); lane 0 returns the sum. A group that is not
+        ``live`` adds nothing."""
+        s = zero
+        if live:
+            for c in range(lane, count, G):
+                s += A[first + c * step]
+        if G > 1:  # the same for every thread of the block: all reach the barriers
+            red[tid] = s
+            # waits for: every lane's sum before the tree reads them
+            cuda.syncthreads()
+            half = G // 2
+            while half > 0:
+                if lane < half:
+                    red[tid] += red[tid + half]
+                # waits for: this level of the tree before the next level reads it (and, after
+                # the last, every read before a later call rewrites the slots)
+                cuda.syncthreads()
+                half //= 2
+            s = red[tid]
+        return s
 
     @device
     def forward3(X, W0, W1, zpart, red, N, H, hchunk, hchunks, block, blocks, tid, T):
@@ -383,8 +439,9 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
     def backward3(X, y, W0, W1, zpart, g0part, g1part, errpart, d2s, sums, red, N, H, hchunks, rchunk, logged, block, blocks, tid, T):
         # Item (hidden block hb, row chunk c). A block holds HT = min(T, H) hidden units and T / HT
         # lanes: thread (unit j, lane) takes its lane's share of the chunk's rows. The block first
-        # finishes a batch of T rows (a2, err, d2 from the hidden chunks' partial pre-activations,
-        # added in chunk order) into shared memory; then every thread recomputes a1[n, j] and
+        # finishes a batch of up to T rows (a2, err, d2 from the hidden chunks' partial
+        # pre-activations, each row's added by a group of threads, group_sum) into shared memory;
+        # then every thread recomputes a1[n, j] and
         # d1[n, j] (with W1 before its update) and accumulates its gradient partials, and the
         # lanes' partials are added in lane order. Every hidden block finishes the same rows the
         # same way: identical d2, and only blocks with hb = 0 record the rows' |err|.
@@ -412,14 +469,16 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
             n0 = c * rchunk
             n1 = min(N, n0 + rchunk)
             for base in range(n0, n1, T):
-                n = base + tid
-                if n < n1:
-                    for o in range(O):
-                        s = zero
-                        for h in range(hchunks):
-                            s += zpart[(h * N + n) * O + o]
+                rows = min(T, n1 - base)
+                G = group_width(hchunks, T, T // rows)  # threads per row: the spare ones help
+                row = tid // G  # this thread's row of the batch, and its place in the row's group
+                place = tid - row * G
+                n = base + row
+                for o in range(O):
+                    s = group_sum(zpart, n * O + o, N * O, hchunks, row < rows, red, G, place, tid)
+                    if row < rows and place == 0:
                         delta, abserr = output_delta(s, y, n * O + o)
-                        d2s[tid * O + o] = delta
+                        d2s[row * O + o] = delta
                         acc += abserr
                 # waits for: this batch's d2 rows in shared memory
                 cuda.syncthreads()
@@ -479,24 +538,33 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
                 g0part[c * D * O + e] = dot(X, k, D, d, o, O, c * rchunk, min(N, (c + 1) * rchunk))
 
     @device
-    def update(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count, thread, threads):
-        # Thread = one weight entry: W += alpha * (the chunks' partial gradients, in chunk order).
-        # Thread 0 also adds the |err| partials, in order, into the logged mean.
+    def update(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count, red, block, blocks,
+               tid, T):  # fmt: skip
+        # A group of G threads per weight entry (tree_width: up to a warp, as many as the grid
+        # has to spare): W += alpha * (the chunks' partial gradients, added by group_sum). Block 0
+        # also adds the |err| partials into the logged mean the same way.
         n0 = W0.size
-        for i in range(thread, n0 + n1, threads):
-            if i < n0:
-                g = zero
-                for c in range(chunks):
-                    g += g0part[c * n0 + i]
-                W0[i] = updated(W0[i], alpha, g)
-            else:
-                m = i - n0
-                g = zero
-                for c in range(chunks):
-                    g += g1part[c * n1 + m]
-                W1[m] = updated(W1[m], alpha, g)
-        if thread == 0 and slot >= 0:
-            loss_mean(errpart, nerr, count, losses, slot)
+        total = n0 + n1
+        G = group_width(chunks, T, (blocks * T) // total)
+        groups = T // G
+        m = tid // G
+        lane = tid - m * G
+        for base in range(block * groups, total, blocks * groups):  # the same for the whole block
+            i = base + m
+            live = m < groups and i < total
+            first = i if i < n0 else i - n0
+            parts = g0part if i < n0 else g1part
+            g = group_sum(parts, first, n0 if i < n0 else n1, chunks, live, red, G, lane, tid)
+            if live and lane == 0:
+                if i < n0:
+                    W0[i] = updated(W0[i], alpha, g)
+                else:
+                    W1[first] = updated(W1[first], alpha, g)
+        if block == 0 and slot >= 0:  # the same for the whole block
+            G = group_width(nerr, T, T)
+            s = group_sum(errpart, 0, 1, nerr, tid < G, red, G, tid, tid)
+            if tid == 0:
+                losses[slot] = s / count
 
     # --- one cooperative grid: the whole run in one launch ---------------------------------------
 
@@ -518,7 +586,8 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
             # every read of W0 and W1 before the update rewrites them
             grid.sync()
             slot = it // log_every if logged else -1
-            update(W0, g0part, W1, g1part, H * O, rchunks, alpha, errpart, rchunks, losses, slot, count, block * T + tid, blocks * T)
+            update(W0, g0part, W1, g1part, H * O, rchunks, alpha, errpart, rchunks, losses, slot, count,
+                   red, block, blocks, tid, T)  # fmt: skip
             # waits for: the updated weights before the next forward phase reads them (the partial
             # arrays are next written after this barrier, and read only before it)
             grid.sync()
@@ -529,7 +598,7 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         T = cuda.blockDim.x
         block = cuda.blockIdx.x
         blocks = cuda.gridDim.x
-        _, sums, _ = grid_arrays(cuda.shared.array(0, dtype=st), T)
+        _, sums, red = grid_arrays(cuda.shared.array(0, dtype=st), T)
         rchunks = (N + rchunk - 1) // rchunk
         rblocks = (N + T - 1) // T
         for it in range(iterations):
@@ -541,7 +610,8 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
             # waits for: every row chunk's gradient partials, and every read of W0 and d
             grid.sync()
             slot = it // log_every if logged else -1
-            update(W0, g0part, W0, g0part, 0, rchunks, alpha, errpart, rblocks, losses, slot, count, block * T + tid, blocks * T)
+            update(W0, g0part, W0, g0part, 0, rchunks, alpha, errpart, rblocks, losses, slot, count,
+                   red, block, blocks, tid, T)  # fmt: skip
             # waits for: the updated W0 before the next forward phase reads it
             grid.sync()
 
@@ -567,10 +637,14 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         backward2(X, d, g0part, N, rchunk, cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, cuda.blockDim.x)
 
     def update_phase(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count):
-        update(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count, cuda.grid(1), cuda.gridsize(1))
+        T = cuda.blockDim.x
+        _, _, red = grid_arrays(cuda.shared.array(0, dtype=st), T)
+        update(W0, g0part, W1, g1part, n1, chunks, alpha, errpart, nerr, losses, slot, count, red,
+               cuda.blockIdx.x, cuda.gridDim.x, cuda.threadIdx.x, T)  # fmt: skip
 
     s = lambda *args: _signature(dtype, *args)  # noqa: E731
     B, G = BLOCK_MAX_THREADS, GRID_THREADS
+    per_sm = GRID_MIN_BLOCKS if D + O <= GRID_MIN_BLOCKS_WIDTH else 1  # the grid kernels' blocks per SM
     return {
         # X, y, W0, W1, losses, N, H, alpha, iterations, log_every, count
         "block3_shared": Kernel(block3_shared, s(*"aaaaLiifiic"), B),
@@ -582,9 +656,9 @@ def kernels(dtype: str, D: int, O: int) -> dict[str, Kernel]:
         "block2_global": Kernel(block2_global, s(*"aaaaaLifiic"), B),
         # X, y, W0, W1, zpart, g0part, g1part, errpart, losses, N, H, hchunk, hchunks, rchunk,
         # alpha, iterations, log_every, count
-        "grid3": Kernel(grid3, s(*"aaaaaaaaLiiiiifiic"), G),
+        "grid3": Kernel(grid3, s(*"aaaaaaaaLiiiiifiic"), G, per_sm),
         # X, y, W0, d, g0part, errpart, losses, N, rchunk, alpha, iterations, log_every, count
-        "grid2": Kernel(grid2, s(*"aaaaaaLiifiic"), G),
+        "grid2": Kernel(grid2, s(*"aaaaaaLiifiic"), G, per_sm),
         # X, W0, W1, zpart, N, H, hchunk, hchunks
         "forward3_phase": Kernel(forward3_phase, s(*"aaaaiiii"), G),
         # X, y, W0, W1, zpart, g0part, g1part, errpart, N, H, hchunks, rchunk, logged

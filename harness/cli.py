@@ -88,7 +88,7 @@ def build_parser() -> Parser:
     val.add_argument("--quick", action="store_true", help="fewer and smaller scaled cases")
 
     bench = sub.add_parser("bench", help="sweep batch x hidden over the backends and store results")
-    bench.add_argument("--preset", default="default", help="quick | default | full | gpu")
+    bench.add_argument("--preset", default="default", help="quick | default | full | gpu | gpu-1 | gpu-2 | gpu-check")
     bench.add_argument("--backends", type=name_list)
     bench.add_argument("--batch", type=int_list, help="comma-separated batch sizes (overrides the preset)")
     bench.add_argument("--hidden", type=int_list, help="comma-separated hidden widths (overrides the preset)")

@@ -133,10 +133,12 @@ def compile_kernels(cc: tuple[int, int], dtype: str, D: int = 3, O: int = 1, nam
             kernels = source.kernels(dtype, D, O)
             for name in names or source.ALL_KERNELS:
                 spec = kernels[name]
-                ptx, _ = cuda.compile_ptx(spec.pyfunc, spec.signature, cc=cc, launch_bounds=spec.bound)
+                bounds = spec.launch_bounds
+                ptx, _ = cuda.compile_ptx(spec.pyfunc, spec.signature, cc=cc, launch_bounds=bounds)
                 record = {"compiler": compiler, "version": version(compiler), "kernel": name, "dtype": dtype,
                           "arch": f"sm_{cc[0]}{cc[1]}", "D": D, "O": O}  # fmt: skip
-                record.update(launch_bound=spec.bound, **_resources(_ptxas(ptx, cc)))
+                record.update(launch_bound=spec.bound, min_blocks=spec.min_blocks)
+                record.update(_resources(_ptxas(ptx, cc)))
                 records.append(record)
         finally:
             fresh()  # leave no device function compiled for a foreign architecture behind
@@ -189,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(json.dumps(row))
         return 0
-    head = ("compiler", "arch", "dtype", "D", "O", "kernel", "launch_bound", "registers", "spill_stores", "spill_loads", "stack")
+    head = ("compiler", "arch", "dtype", "D", "O", "kernel", "launch_bound", "min_blocks", "registers", "spill_stores",
+            "spill_loads", "stack")  # fmt: skip
     width = {h: max(len(h), *(len(str(r[h])) for r in rows)) for h in head}
     print("  ".join(f"{h:>{width[h]}}" for h in head))
     for row in rows:

@@ -59,10 +59,8 @@ def use_device(monkeypatch, props: dict) -> None:
 
 @pytest.fixture(params=["block", "grid", "multi"])
 def path(request, monkeypatch):
-    """Force one launch path: the block threshold, and cooperative launch on or off."""
-    monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", math.inf if request.param == "block" else -1)
-    props = backend.device_properties()
-    use_device(monkeypatch, {**props, "cooperative": request.param != "multi"})
+    """Force one launch path (``_cuda_plan.FORCE_PATH``)."""
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", request.param)
     return request.param
 
 
@@ -205,6 +203,95 @@ def test_too_large_for_shared_memory_goes_to_global_scratch():
     assert plan((3, 4, 1), 4, 8, props).shared_bytes == 0
 
 
+def test_forced_paths(monkeypatch):
+    """``FORCE_PATH`` overrides the cost model (for probes and tests); "grid" needs cooperative launch."""
+    for N, H in ((4, 4), (1024, 1024)):
+        for force in ("block", "grid", "multi"):
+            monkeypatch.setattr(_cuda_plan, "FORCE_PATH", force)
+            assert plan((3, H, 1), N, 8, H100).path == force
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "grid")
+    with pytest.raises(ValueError, match="cooperative launch"):
+        plan((3, 4, 1), 4, 8, {**H100, "cooperative": False})
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "fast")
+    with pytest.raises(ValueError, match="FORCE_PATH"):
+        plan((3, 4, 1), 4, 8, H100)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_switch_is_the_cheaper_predicted_path(dtype):
+    """Block or grid: whichever ``predicted_seconds`` says is faster on an H100, at every sweep point."""
+    item = np.dtype(dtype).itemsize
+    paths = {}
+    for N in GPU_BATCHES:
+        for H in GPU_HIDDEN:
+            block = _cuda_plan.predicted_seconds((3, H, 1), N, item, H100, "block")
+            grid = _cuda_plan.predicted_seconds((3, H, 1), N, item, H100, "grid")
+            paths[N, H] = plan((3, H, 1), N, item, H100).path
+            assert paths[N, H] == ("block" if block <= grid else "grid"), (N, H, block, grid)
+    # the seed shape and small problems stay on one block; 256 x 4, which the old constant
+    # threshold (2048 steps: 2010) kept on one block, is predicted faster on the grid
+    assert paths[4, 4] == paths[64, 64] == "block"
+    assert paths[256, 4] == paths[256, 64] == paths[1024, 1024] == paths[65536, 4096] == "grid"
+
+
+def test_predicted_seconds_use_the_h100_figures():
+    """The cost model's pieces: the measured grid syncs, three per grid iteration, and launches."""
+    sync = _cuda_plan.grid_sync_seconds
+    assert sync(132, 132) == pytest.approx(1.48e-6) and sync(64, 132) == pytest.approx(1.48e-6)
+    assert sync(264, 132) == pytest.approx(2.20e-6) and sync(528, 132) == pytest.approx(3.32e-6)
+    assert sync(396, 132) == pytest.approx((2.20e-6 + 3.32e-6) / 2)
+    predict = _cuda_plan.predicted_seconds
+    for N, H in ((4, 4), (1024, 1024), (65536, 4096)):
+        grid = predict((3, H, 1), N, 8, H100, "grid")
+        blocks = plan((3, H, 1), N, 8, {**H100}, None)
+        assert grid > 3 * sync(max(blocks.blocks, 1), 132)
+        # the multi path pays three launches from Python instead of three grid syncs
+        assert predict((3, H, 1), N, 8, H100, "multi") > 3 * _cuda_plan.LAUNCH_SECONDS
+    # the block path grows with the work of its one block; 4 x 4 is under a microsecond
+    assert predict((3, 4, 1), 4, 8, H100, "block") < 1e-6 < predict((3, 64, 1), 1024, 8, H100, "block")
+    # the occupancy cap: one block per SM (no launch bound) against two ((256, 2)) at 65536 x 4096
+    large = (3, 4096, 1)
+    assert predict(large, 65536, 8, H100, "grid", 264) < predict(large, 65536, 8, H100, "grid", 132)
+    assert predict((3, 4, 1), 4, 8, H100, "grid") == predict((3, 4, 1), 4, 8, H100, "grid", None)
+    with pytest.raises(ValueError, match="path"):
+        predict((3, 4, 1), 4, 8, H100, "warp")
+
+
+def test_tree_width():
+    """Threads per tree sum: a power of two, at most a warp, the block, the spare threads and
+    what the count needs."""
+    for count in (1, 2, 3, 16, 33, 264, 1024):
+        for T in (4, 8, 256):
+            for spare in (0, 1, 3, 8, 1000):
+                G = _cuda_plan.tree_width(count, T, spare)
+                assert G & (G - 1) == 0 and 1 <= G <= _cuda_plan.TREE_WIDTH
+                assert G == 1 or (G <= T and G <= spare and G * _cuda_plan.TREE_MIN_PER_LANE <= count)
+                if 2 * G <= min(_cuda_plan.TREE_WIDTH, T, spare):  # as wide as the partials allow
+                    assert 2 * G * _cuda_plan.TREE_MIN_PER_LANE > count
+    assert _cuda_plan.tree_width(264, 256, 132) == 32 and _cuda_plan.tree_width(16, 256, 132) == 4
+    assert _cuda_plan.tree_width(4, 256, 132) == 1 and _cuda_plan.tree_width(264, 256, 1) == 1
+
+
+def test_a_block_cap_gives_several_items_per_block(monkeypatch):
+    """The cap that ``test_chunked_reductions`` relies on, with a real GPU's occupancy answer: the
+    device's own cap leaves a block (or more) per item (11 rows x 7 units: 12 forward items),
+    ``MAX_BLOCKS = 2`` gives two blocks walking several items each, the work cut as before."""
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "grid")
+    monkeypatch.setattr(_cuda_plan, "MIN_CHUNK", 2)
+    device = {**SMALL_DEVICE, "multiprocessors": 16}
+    sizes = (4, 7, 2)
+    granted = _cuda_plan.resident_blocks(device, 4, 0)  # what an occupancy query grants 4-thread blocks
+    free = plan(sizes, 11, 8, device, granted)
+    assert free.blocks >= free.forward_items == 12
+    monkeypatch.setattr(_cuda_plan, "MAX_BLOCKS", 2)
+    capped = plan(sizes, 11, 8, device, granted)
+    assert capped.blocks == 2 and capped.forward_items >= 4 and capped.backward_items >= 4
+    assert (capped.forward_items, capped.backward_items, capped.hchunks, capped.rchunks) == (
+        free.forward_items, free.backward_items, free.hchunks, free.rchunks)  # fmt: skip
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "multi")
+    assert plan(sizes, 11, 8, device).blocks == 2  # each phase launch: at most two blocks
+
+
 # --- on the device (or the simulator) ---------------------------------------------------------------
 
 
@@ -237,8 +324,13 @@ def test_sigmoid_extremes_are_exact(dtype):
     apply[1, z.size](cuda.to_device(z), out)
     got = out.copy_to_host()
     assert np.all(np.isfinite(got))
-    assert got[0] == 0 and got[1] == 0 and got[4] == 0.5 and got[6] == 1 and got[7] == 1  # exactly
-    assert got[2] == (0 if dtype == "float32" else 1 / (1 + math.exp(400.0)))
+    # exactly: exp(-z) beyond the largest finite one gives 0 by the branch; 1 + exp(-z) rounds to 1
+    assert got[0] == 0 and got[1] == 0 and got[4] == 0.5 and got[6] == 1 and got[7] == 1
+    if dtype == "float32":
+        assert got[2] == 0  # exp(400) overflows float32: the branch
+    else:  # libdevice's exp promises 1 ulp, not correct rounding: s(-400) = 1 / (1 + e), e within 1 ulp
+        e = math.exp(400.0)
+        assert 1 / (1 + np.nextafter(e, np.inf)) <= got[2] <= 1 / (1 + np.nextafter(e, 0))
     with np.errstate(over="ignore"):
         reference = 1 / (1 + np.exp(-z.astype(np.float64)))
     np.testing.assert_allclose(got, reference, rtol=1e-15 if dtype == "float64" else 1e-6, atol=1e-37)
@@ -280,19 +372,62 @@ def test_non_power_of_two_17x33(path, dtype):
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cooperative", [True, False], ids=["grid", "multi"])
 def test_chunked_reductions(monkeypatch, dtype, layers, cooperative):
-    """Several hidden chunks and row chunks, fewer blocks than work items: the fixed-order
-    partial sums and the blocks' loops over items."""
-    monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", -1)
+    """Several hidden chunks and row chunks, several blocks with several work items each (across
+    grid syncs on the grid path): the fixed-order partial sums and the blocks' loops over items.
+    ``MAX_BLOCKS = 2`` caps the grid below the items on a GPU as under the simulator (whose
+    cooperative grid is one block: its occupancy answer, ``cooperative_blocks``, is 1 there, so
+    only the multi path runs two blocks under it; ``test_a_block_cap_gives_several_items_per_block``
+    checks the grid plan's two blocks)."""
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "grid" if cooperative else "multi")
     monkeypatch.setattr(_cuda_plan, "MIN_CHUNK", 2)
+    monkeypatch.setattr(_cuda_plan, "MAX_BLOCKS", 2)
     use_device(monkeypatch, {**SMALL_DEVICE, "multiprocessors": 16, "cooperative": cooperative})
+    log = LaunchLog(monkeypatch)
     problem = scaled(11, 7, dtype, seed=3, inputs=4, outputs=2, layers=layers)
     state, _ = agree(problem, 6, 2, "grid" if cooperative else "multi")
     layout = state["plan"]
     assert layout.rchunks > 1
     if layers == 2:
         assert layout.hchunks > 1
-    if cooperative:  # the simulator's cooperative grid is one block: it walks every item
-        assert layout.blocks < layout.forward_items
+    granted = 1 if backend.SIMULATED else 2  # a GPU holds two blocks of 4 threads of any kernel
+    blocks = {name: grid for name, grid in log.grids}
+    if cooperative:
+        assert layout.blocks == granted == blocks["grid3" if layers == 2 else "grid2"]
+    else:
+        assert max(blocks.values()) == 2
+    # several items per block in the forward and backward phases
+    assert layout.forward_items >= 2 * granted and layout.backward_items >= 2 * granted
+
+
+#: A device whose grid kernels have blocks of 16 threads, cut into several chunks.
+TREE_DEVICE = {**SMALL_DEVICE, "multiprocessors": 16, "max_threads_per_block": 16, "max_threads_per_sm": 64,
+               "max_blocks_per_sm": 8}  # fmt: skip
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("force", ["grid", "multi"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_tree_sums_with_spare_threads(monkeypatch, dtype, force, layers):
+    """Groups of threads add the chunks' partials in a fixed tree (``tree_width`` > 1): the update
+    phase's weight partials (few weights, many row chunks) and, for the 3-layer net, the backward
+    phase's hidden-chunk partials of a row (few rows per chunk, several hidden chunks)."""
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", force)
+    monkeypatch.setattr(_cuda_plan, "MIN_CHUNK", 1)
+    monkeypatch.setattr(_cuda_plan, "MAX_BLOCKS", 1)  # one block, as the simulator runs a grid
+    use_device(monkeypatch, {**TREE_DEVICE, "cooperative": force == "grid"})
+    if layers == 1:  # 3 weights (16 threads: 5 per weight to spare), 32 rows in 16 chunks
+        problem = scaled(32, 1, dtype, seed=21, layers=1)
+    else:  # 3 rows in chunks of one, 80 hidden units in 16 chunks
+        problem = scaled(3, 80, dtype, seed=22)
+    state, _ = agree(problem, 4, 1, force)
+    layout, T = state["plan"], state["plan"].threads
+    assert T == 16
+    if layers == 1:  # the update phase: one block for 3 weights
+        assert layout.rchunks >= 16 and _cuda_plan.tree_width(layout.rchunks, T, T // 3) == 4
+    else:  # the backward phase: one row per chunk
+        assert layout.hchunks >= 16 and layout.rchunk == 1
+        assert _cuda_plan.tree_width(layout.hchunks, T, T) >= 4
 
 
 @needs_cuda
@@ -301,7 +436,7 @@ def test_chunked_reductions(monkeypatch, dtype, layers, cooperative):
 def test_spare_threads_become_lanes(monkeypatch, dtype, N, H):
     """Fewer rows (forward) or hidden units (backward) than threads: the block's spare threads
     split the chunk as lanes, including a T that is not a multiple of the rows or units."""
-    monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", -1)
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "grid")
     T = backend.device_properties()["max_threads_per_block"]
     assert T // min(T, N) > 1 or T // min(T, H) > 1
     agree(scaled(N, H, dtype, seed=N * 10 + H), 5, 2, "grid")
@@ -312,7 +447,7 @@ def test_spare_threads_become_lanes(monkeypatch, dtype, N, H):
 @pytest.mark.parametrize("layers", [1, 2])
 def test_one_block_on_global_scratch(monkeypatch, dtype, layers):
     """Too big for shared memory: the one-block kernel works from global scratch instead."""
-    monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", math.inf)
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "block")
     use_device(monkeypatch, {**SMALL_DEVICE, "max_shared_per_block": 64})
     # an odd number of iterations: the last W1 update lands in the second W1 buffer
     state, _ = agree(scaled(6, 5, dtype, seed=4, layers=layers, outputs=2), 21, 5, "block")
@@ -322,7 +457,7 @@ def test_one_block_on_global_scratch(monkeypatch, dtype, layers):
 @needs_cuda
 @pytest.mark.parametrize("iterations", [1, 2, 3])
 def test_odd_and_even_iteration_counts_in_shared_memory(monkeypatch, iterations):
-    monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", math.inf)
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "block")
     agree(scaled(5, 3, seed=9), iterations, 1, "block")
 
 
@@ -376,6 +511,39 @@ def test_initial_weights_are_not_modified(path):
     before = [w.copy() for w in problem.weights]
     train(backend, problem, 3, 1)
     assert all(np.array_equal(w, b) for w, b in zip(problem.weights, before))
+
+
+@needs_cuda
+@pytest.mark.parametrize("force", ["block", "grid", "multi"])
+def test_describe_a_prepared_run(monkeypatch, force):
+    """``describe``: what a prepared run launches, for the bounded GPU check's plan probes."""
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", force)
+    if force == "multi":
+        use_device(monkeypatch, {**backend.device_properties(), "cooperative": False})
+    problem = xor3()
+    state = backend.prepare(problem)
+    info = backend.describe(state)
+    layout = state["plan"]
+    assert set(info) == {"path", "threads", "blocks", "cooperative_cap", "launch_bound", "registers",
+                         "spill_bytes", "predicted_us"}  # fmt: skip
+    assert info["path"] == force and info["threads"] == layout.threads
+    props = backend.device_properties()
+    if force == "grid":
+        assert info["blocks"] == layout.blocks and isinstance(info["cooperative_cap"], int)
+        assert info["blocks"] <= info["cooperative_cap"]
+    else:
+        assert info["cooperative_cap"] is None
+        assert info["blocks"] == (1 if force == "block" else max(layout.forward_items, layout.backward_items,
+                                                                   layout.update_blocks))  # fmt: skip
+    cap = info["cooperative_cap"]
+    expected = _cuda_plan.predicted_seconds(problem.sizes, problem.batch, 8, props, force, cap)
+    assert info["predicted_us"] == pytest.approx(expected * 1e6)
+    if backend.SIMULATED:  # no compiler: no launch bound applied, no registers to report
+        assert info["launch_bound"] == "" and info["registers"] is None and info["spill_bytes"] is None
+    else:
+        assert info["launch_bound"] == ("256,2" if force == "grid" else "256")
+        assert isinstance(info["registers"], int) and info["registers"] > 0
+        assert info["spill_bytes"] is not None
 
 
 # --- faults -----------------------------------------------------------------------------------------
@@ -439,6 +607,7 @@ class LaunchLog:
 
     def __init__(self, monkeypatch, execute: bool = True):
         self.launches: list[tuple[str, tuple[str, ...]]] = []
+        self.grids: list[tuple[str, int]] = []  # (kernel, blocks) of each launch configuration
         self.execute = execute
         compiled = backend.kernel
         monkeypatch.setattr(backend, "kernel", lambda dtype, D, O, name: self.Kernel(self, name, compiled(dtype, D, O, name)))
@@ -464,6 +633,7 @@ class LaunchLog:
 
         def __getitem__(self, config):
             configured = self.kernel[config]
+            self.log.grids.append((self.name, config[0]))
 
             def launch(*args):
                 self.log.launches.append((self.name, tuple(LaunchLog.argtype(a) for a in args)))
@@ -489,6 +659,9 @@ def test_one_launch_per_run_whatever_the_iteration_count(monkeypatch, N, H, expe
     for the grid kernel: it cannot afford 256 Python threads); the large one it cannot, so
     there the launches are recorded, not executed."""
     use_device(monkeypatch, H100)
+    # blocks of 8 threads would change the cost model's choice: the path is the one an H100 gets
+    # with 256 (test_the_switch_is_the_cheaper_predicted_path)
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", expect)
     monkeypatch.setattr(_cuda_plan, "GRID_THREADS", 8)
     execute = N * H <= 1 << 14
     log = LaunchLog(monkeypatch, execute=execute)
@@ -511,7 +684,7 @@ def test_one_launch_per_run_whatever_the_iteration_count(monkeypatch, N, H, expe
 @pytest.mark.parametrize("layers", [1, 2])
 def test_phase_launches_only_without_cooperative_launch(monkeypatch, layers):
     """The fallback: forward, backward and update launched per iteration."""
-    monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", -1)
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", "multi")
     use_device(monkeypatch, {**SMALL_DEVICE, "cooperative": False})
     log = LaunchLog(monkeypatch)
     train(backend, scaled(9, 6, seed=5, layers=layers), 3, 2)
@@ -529,8 +702,9 @@ def test_launch_argument_types_match_the_signatures(monkeypatch, dtype):
     table = backend.source.kernels(dtype, 3, 1)
     expected = {name: tuple(str(t) for t in sigutils.normalize_signature(k.signature)[0]) for name, k in table.items()}
     log = LaunchLog(monkeypatch)
-    for steps, shared, cooperative in ((math.inf, 48 * 1024, True), (math.inf, 64, True), (-1, 48 * 1024, True), (-1, 48 * 1024, False)):
-        monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", steps)
+    for force, shared, cooperative in (("block", 48 * 1024, True), ("block", 64, True), ("grid", 48 * 1024, True),
+                                       ("multi", 48 * 1024, False)):  # fmt: skip
+        monkeypatch.setattr(_cuda_plan, "FORCE_PATH", force)
         use_device(monkeypatch, {**SMALL_DEVICE, "max_shared_per_block": shared, "cooperative": cooperative})
         for layers in (1, 2):
             train(backend, scaled(9, 6, dtype, seed=5, layers=layers), 2, 1)
@@ -561,6 +735,5 @@ def test_xor2_full_run_reproduces_published_output():
 @pytest.mark.parametrize("forced", ["grid", "multi"])
 def test_xor3_full_run_on_the_grid_paths(monkeypatch, forced):
     b = usable("numba-cuda")
-    monkeypatch.setattr(_cuda_plan, "BLOCK_MAX_STEPS", -1)
-    use_device(monkeypatch, {**b.device_properties(), "cooperative": forced == "grid"})
+    monkeypatch.setattr(_cuda_plan, "FORCE_PATH", forced)
     assert_xor3_published(train(b, xor3(), 60000, 10000).losses)
