@@ -5,7 +5,8 @@ One source: each SPEC step is written once below, as a small ``@njit(inline="alw
 for each of the two tile layouts at most (docs/performance.md has the measurements):
 
 * forward hidden    ``forward_rows`` / ``forward_cols`` (pre-activations), then ``sigmoid_flat``
-                    (in the tiled kernels through ``sigmoid_tile``, a call: see there)
+                    (in the tiled kernels through ``sigmoid_tile``, a call: see there; inlined in the
+                    small kernel)
 * output + loss     ``output_delta`` (SPEC 1-4 for one output value), looped by ``output_rows`` /
                     ``output_cols``
 * hidden delta      ``hidden_delta`` (SPEC 5 for one value), looped by ``delta_rows`` / ``delta_cols``
@@ -15,12 +16,15 @@ for each of the two tile layouts at most (docs/performance.md has the measuremen
                     so the hidden delta used W1 from before the update; it also re-zeroes the
                     accumulators)
 
-``train_kernel`` composes them into four regimes, each a factory of one ``@njit`` closure: the
+``train_kernel`` composes them into five regimes, each a factory of one ``@njit`` closure: the
 2-layer net (``_train_net1``: ``output_rows`` + ``acc_rows`` + ``update`` over the whole batch --
 its one layer is an output layer with A = X), small 3-layer problems (``_train_small``, N*H <=
 SMALL_WORK: ``tile_rows`` over the whole batch as one tile), the tiled loop on one thread
-(``_train_serial``: ``chunk`` over every tile) and the parallel one (``_train_parallel``:
-``prange`` over fixed chunks of tiles, one accumulator set per chunk).
+(``_train_serial``: ``chunk`` over every tile), the parallel one (``_train_parallel``:
+``prange`` over fixed chunks of tiles, one accumulator set per chunk) and the hidden split
+(``_train_hidden``: the batch one row tile, ``prange`` over fixed chunks of hidden units, each
+chunk's ``forward_rows``, ``sigmoid_tile``, ``partial_rows``, ``backward_rows`` and ``update``
+on its own units; for batches of fewer tiles than threads).
 
 Tiles. The batch is streamed in tiles of T rows whose activations (T*H values) stay in L1/L2;
 the N x H activation matrix is never built. ``prepare_net`` stores X and y tile-major (ntiles x
@@ -206,6 +210,18 @@ def output_rows(A, W, y, d2, rows, H, O, one):  # noqa: E741
 
 
 @njit(**STEP)
+def partial_rows(A, W1t, zp, rows, H, O):  # noqa: E741
+    """zp[o, t] = A[t, :] @ W1t[o, :]: the output pre-activations' share of H hidden units (the
+    hidden split sums the chunks' shares, in chunk order, before ``output_delta``)."""
+    for t in range(rows):
+        for o in range(O):
+            z = A[t, 0] * W1t[o, 0]
+            for h in range(1, H):
+                z += A[t, h] * W1t[o, h]
+            zp[o, t] = z
+
+
+@njit(**STEP)
 def output_cols(A, W1t, y, d2, rows, H, O, one):  # noqa: E741
     """SPEC 1-4 for the output layer, vectorised over the tile's rows (z accumulates in d2)."""
     loss = 0.0
@@ -363,11 +379,16 @@ def backward_cols(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # n
 
 
 @njit(**STEP)
-def tile_rows(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # noqa: E741
+def tile_rows(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one, small=False):  # noqa: E741
     """Forward and backward of one tile of the 3-layer net, row layout (A is T x H over the flat
-    buffer Af); adds its gradients to g0 (D x H) and g1 (O x H); returns sum |err|."""
+    buffer Af); adds its gradients to g0 (D x H) and g1 (O x H); returns sum |err|. ``small``
+    (a constant of the small kernel) keeps the sigmoid loop inlined, where H is a constant and a
+    call per iteration would cost more than the loop (4 x 4: 0.17 against 0.14 us per iteration)."""
     forward_rows(A, X, W0, rows, H, D, fuse)
-    sigmoid_tile(Af, rows * H, one)
+    if small:
+        sigmoid_flat(Af, rows * H, one)
+    else:
+        sigmoid_tile(Af, rows * H, one)
     loss = output_rows(A, W1t, y, d2, rows, H, O, one)
     backward_rows(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
     return loss
@@ -430,7 +451,9 @@ def tile_views(Af, H, T, cols):
 class Net(NamedTuple):
     """What the loop reads and trains, as one kernel argument.
 
-    3-layer: X and y tile-major (ntiles x D x T, ntiles x O x T), W0 (D x H), W1t = W1.T (O x H).
+    3-layer: X and y tile-major (ntiles x D x T, ntiles x O x T), W0 (D x H), W1t = W1.T (O x H);
+    in the hidden split one tile (T = N), and W0, W1t flat and chunk-major: chunk c's D x hc block
+    of W0 (O x hc of W1t) at D * hb[c] (O * hb[c]), C-contiguous (``weights`` undoes it).
     2-layer: X (N x D), y = y.T (O x N), W0 = W0.T (O x D), W1t empty."""
 
     X: np.ndarray
@@ -444,28 +467,45 @@ class Net(NamedTuple):
 
 class Work(NamedTuple):
     """Scratch, one slice per chunk: A (T*H activations), d2 (O x T), G0/G1 (the gradients of W0
-    and W1t, zero between iterations), closs (the chunk's sum |err|). The 2-layer net uses d2
-    (O x N) and G0 (O x D)."""
+    and W1t, zero between iterations), closs (the chunk's sum |err|), hb (the hidden split's chunk
+    bounds: chunk c owns hidden units hb[c] .. hb[c+1]-1; empty in the other regimes). The 2-layer
+    net uses d2 (O x N) and G0 (O x D). In the hidden split a chunk's slices hold its hc = hb[c+1] -
+    hb[c] units: A (N x hc), G0 (D x hc), G1 (O x hc), each flat at the start of its slice; d2[c] the
+    chunk's share of the output pre-activations, and one more slice, d2[nchunks], the output delta
+    (its own: a chunk's next shares are written while the others still read the delta)."""
 
     A: np.ndarray
     d2: np.ndarray
     G0: np.ndarray
     G1: np.ndarray
     closs: np.ndarray
+    hb: np.ndarray
 
 
 KERNELS: dict[tuple, object] = {}
 
 
-def train_kernel(layers: int, D: int, O: int, cols: bool, parallel: bool, N: int, H: int):  # noqa: E741
+def train_kernel(
+    layers: int,
+    D: int,
+    O: int,  # noqa: E741
+    cols: bool,
+    parallel: bool,
+    N: int,
+    H: int,
+    hidden: bool = False,
+):
     """The whole loop ``kernel(net, work, iterations, log_every, losses)`` for this shape, made once
     per process (Numba's disk cache serves its compiled code across processes). H counts only
     where the kernel is specialised on it: small problems (N*H <= SMALL_WORK). N never does: a
     kernel fixing N too was measured no faster at the sweep's small points (and up to 1.3x
-    slower at 16x16 and 64x4), and would compile once more for every batch size."""
+    slower at 16x16 and 64x4), and would compile once more for every batch size. ``hidden``:
+    the hidden split (``prepare_net(..., hidden=True)`` lays out its arguments)."""
     fuse = D <= FUSE_MAX and O <= FUSE_MAX
     if layers == 1:
         key = ("net1", D, O)
+    elif hidden:
+        key = ("hidden", D, O)
     elif not parallel and N * H <= SMALL_WORK:
         key = ("small", D, O, H)
     else:
@@ -475,6 +515,8 @@ def train_kernel(layers: int, D: int, O: int, cols: bool, parallel: bool, N: int
             KERNELS[key] = _train_net1(D, O)
         elif key[0] == "small":
             KERNELS[key] = _train_small(H, D, O, fuse, (0,) * D, (0,) * O)
+        elif key[0] == "hidden":
+            KERNELS[key] = _train_hidden(D, O, fuse, (0,) * D, (0,) * O)
         else:
             make = _train_parallel if parallel else _train_serial
             KERNELS[key] = make(D, O, key[3], fuse, (0,) * D, (0,) * O)
@@ -513,7 +555,7 @@ def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
         compile-time constant -- the loops over h unrolled, no vector set-up or remainder loops."""
         _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
-        Abuf, d2, G0, G1, _ = work
+        Abuf, d2, G0, G1, _, _ = work
         scale = 1.0 / (N * O)
         Af = Abuf[0]
         A = Af.reshape((N, HS))
@@ -523,7 +565,7 @@ def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
         g0 = G0[0]
         g1 = G1[0]
         for it in range(iterations):
-            loss = tile_rows(X0, y0, W0, W1t, A, Af, d20, g0, g1, N, HS, D, O, fuse, DT, OT, one)
+            loss = tile_rows(X0, y0, W0, W1t, A, Af, d20, g0, g1, N, HS, D, O, fuse, DT, OT, one, True)
             if log_every > 0 and it % log_every == 0:
                 losses[it // log_every] = loss * scale
             update(W1t, G1, 1, O, HS, alpha)
@@ -540,7 +582,7 @@ def _train_serial(D, O, cols, fuse, DT, OT):  # noqa: E741
         """The 3-layer net on one thread: one chunk holding every tile."""
         _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
-        Abuf, d2, G0, G1, _ = work
+        Abuf, d2, G0, G1, _, _ = work
         ntiles, _, T = X.shape
         H = W0.shape[1]
         scale = 1.0 / (N * O)
@@ -567,7 +609,7 @@ def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
         """The 3-layer net with the tiles cut into fixed contiguous chunks, one per thread."""
         _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
-        Abuf, d2, G0, G1, closs = work
+        Abuf, d2, G0, G1, closs, _ = work
         ntiles, _, T = X.shape
         H = W0.shape[1]
         nchunks = closs.shape[0]
@@ -593,6 +635,67 @@ def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
     return train_parallel
 
 
+@njit(**STEP)
+def hidden_block(flat, hb, c, K):
+    """Chunk c's K x hc block of a flat chunk-major array (the hidden split's weights)."""
+    return flat[K * hb[c] : K * hb[c + 1]].reshape((K, hb[c + 1] - hb[c]))
+
+
+def _train_hidden(D, O, fuse, DT, OT):  # noqa: E741
+    exp_source = EXP_SOURCE  # a cell of the kernel: its cache key (see the top)
+
+    @njit(cache=True, parallel=True, **OPTS)
+    def train_hidden(net, work, iterations, log_every, losses):
+        """The 3-layer net with the hidden units cut into fixed contiguous chunks, one per thread
+        (for batches of fewer tiles than threads): the whole batch is one row tile. Per chunk,
+        in one parallel region: the previous iteration's backward pass and the update of the
+        chunk's own W0 columns and W1 rows (they depend on its own hidden units only: no gradient
+        is summed across chunks), then this iteration's pre-activations, sigmoid and the chunk's
+        share of the output pre-activations -- which read only those same weights, so the two
+        halves of an iteration need no second region. Then, on one thread, the shares summed in
+        chunk order, the output delta (into a slice of its own: ``Work``) and the loss. (A last
+        region runs the last backward pass.)"""
+        _key = exp_source  # (unused: it only has to be a cell)
+        X, y, W0, W1t, N, alpha, one = net
+        Abuf, d2, G0, G1, _, hb = work
+        nchunks = hb.shape[0] - 1
+        scale = 1.0 / (N * O)
+        X0 = X[0]
+        y0 = y[0]
+        e = d2[nchunks]
+        for it in range(iterations + 1):
+            for c in prange(nchunks):
+                hc = hb[c + 1] - hb[c]
+                Af = Abuf[c]
+                A = Af[: N * hc].reshape((N, hc))
+                W0c = hidden_block(W0, hb, c, D)
+                W1c = hidden_block(W1t, hb, c, O)
+                if it > 0:
+                    g0 = G0[c][: D * hc].reshape((1, D, hc))
+                    g1 = G1[c][: O * hc].reshape((1, O, hc))
+                    backward_rows(A, X0, W1c, e, g0[0], g1[0], N, hc, D, O, fuse, DT, OT, one)
+                    update(W1c, g1, 1, O, hc, alpha)
+                    update(W0c, g0, 1, D, hc, alpha)
+                if it < iterations:
+                    forward_rows(A, X0, W0c, N, hc, D, fuse)
+                    sigmoid_tile(Af, N * hc, one)
+                    partial_rows(A, W1c, d2[c], N, hc, O)
+            if it == iterations:
+                break
+            loss = 0.0
+            for o in range(O):
+                for t in range(N):
+                    z = d2[0, o, t]
+                    for c in range(1, nchunks):
+                        z += d2[c, o, t]
+                    err, e[o, t] = output_delta(z, y0[o, t], one)
+                    loss += err
+            if log_every > 0 and it % log_every == 0:
+                losses[it // log_every] = loss * scale
+
+    return train_hidden
+
+
 # ---------------------------------------------------------------------------------------------
 # Host side, shared by both backends
 
@@ -600,6 +703,7 @@ def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
 SMALL_WORK = 256  # N*H up to this: the whole batch is one row tile, H a compile-time constant
 COLUMN_LAYOUT_MAX_H = 256  # widest layer for the column layout (measured: docs/performance.md)
 COLUMN_TILE_VALUES = 1 << 16  # column-layout tile T x H: 512 KiB of float64, L2-resident
+HIDDEN_CHUNK_MULTIPLE = 8  # hidden split: units per chunk a multiple of this (a 32-byte vector of float32)
 
 
 def tile_layout(batch: int, hidden: int) -> tuple[int, bool]:
@@ -618,21 +722,35 @@ def tile_layout(batch: int, hidden: int) -> tuple[int, bool]:
     return max(1, min(batch, target)), False
 
 
-def prepare_net(problem, nchunks: int) -> tuple[Net, Work, bool]:
+def hidden_bounds(hidden: int, nchunks: int) -> np.ndarray:
+    """The hidden split's chunk bounds: at most ``nchunks`` fixed, contiguous ranges of hidden
+    units, each but the last a multiple of HIDDEN_CHUNK_MULTIPLE units, none empty."""
+    step = HIDDEN_CHUNK_MULTIPLE
+    share = (hidden + max(1, nchunks) - 1) // max(1, nchunks)
+    per = (share + step - 1) // step * step
+    return np.array([*range(0, hidden, per), hidden], np.int64)
+
+
+def prepare_net(problem, nchunks: int, hidden: bool = False) -> tuple[Net, Work, bool]:
     """Net and Work for ``problem`` (fresh copies: the problem's arrays are never written), with at
-    most ``nchunks`` chunks (no more than there are tiles); returns (net, work, column layout?)."""
+    most ``nchunks`` chunks (no more than there are tiles; with ``hidden``, the hidden split of a
+    3-layer net, no more than ``hidden_bounds`` makes); returns (net, work, column layout?)."""
     t = problem.X.dtype.type
     X, y = problem.X, problem.y
     N, D = X.shape
     O = y.shape[1]  # noqa: E741
     empty = np.zeros((1, 0, 0), t)
+    nobounds = np.zeros(0, np.int64)
     if len(problem.weights) == 1:
         W0t = np.array(problem.weights[0].T, order="C", copy=True)  # always a fresh copy
         net = Net(
             np.ascontiguousarray(X), np.ascontiguousarray(y.T), W0t, empty[0], N, t(problem.alpha), t(1)
         )
-        return net, Work(empty[0], np.zeros((1, O, N), t), np.zeros((1, O, D), t), empty, np.zeros(1)), False
+        work = Work(empty[0], np.zeros((1, O, N), t), np.zeros((1, O, D), t), empty, np.zeros(1), nobounds)
+        return net, work, False
     H = problem.weights[0].shape[1]
+    if hidden:
+        return _prepare_hidden(problem, nchunks)
     T, cols = tile_layout(N, H)
     ntiles = (N + T - 1) // T
     nchunks = max(1, min(nchunks, ntiles))
@@ -657,5 +775,51 @@ def prepare_net(problem, nchunks: int) -> tuple[Net, Work, bool]:
         np.zeros((nchunks, D, H), t),
         np.zeros((nchunks, O, H), t),
         np.zeros(nchunks),
+        nobounds,
     )
     return net, work, cols
+
+
+def _prepare_hidden(problem, nchunks: int) -> tuple[Net, Work, bool]:
+    """``prepare_net`` for the hidden split: one row tile holding the batch, the weights in chunk-major
+    blocks (``Net``), per chunk room for N x hc activations and its gradients (``Work``)."""
+    t = problem.X.dtype.type
+    X, y = problem.X, problem.y
+    N, D = X.shape
+    O = y.shape[1]  # noqa: E741
+    W0, W1 = problem.weights
+    H = W0.shape[1]
+    hb = hidden_bounds(H, nchunks)
+    nchunks = len(hb) - 1
+    per = int(hb[1] - hb[0])
+    blocks = range(nchunks)
+    net = Net(
+        np.ascontiguousarray(X.T, dtype=t)[None],
+        np.ascontiguousarray(y.T, dtype=t)[None],
+        np.concatenate([W0[:, hb[c] : hb[c + 1]].ravel() for c in blocks]).astype(t),
+        np.concatenate([W1[hb[c] : hb[c + 1]].T.ravel() for c in blocks]).astype(t),
+        N,
+        t(problem.alpha),
+        t(1),
+    )
+    work = Work(
+        np.zeros((nchunks, N * per), t),
+        np.zeros((nchunks + 1, O, N), t),
+        np.zeros((nchunks, D * per), t),
+        np.zeros((nchunks, O * per), t),
+        np.zeros(nchunks),
+        hb,
+    )
+    return net, work, False
+
+
+def weights(net: Net, work: Work) -> list[np.ndarray]:
+    """A 3-layer net's trained weights as the problem holds them (W0 D x H, W1 H x O), fresh arrays."""
+    if net.W0.ndim == 2:
+        return [net.W0.copy(), np.ascontiguousarray(net.W1t.T)]
+    hb = work.hb  # the hidden split: chunk-major blocks (``Net``)
+    D, O = net.X.shape[1], net.y.shape[1]  # noqa: E741
+    blocks = range(len(hb) - 1)
+    W0 = np.concatenate([net.W0[D * hb[c] : D * hb[c + 1]].reshape(D, -1) for c in blocks], axis=1)
+    W1t = np.concatenate([net.W1t[O * hb[c] : O * hb[c + 1]].reshape(O, -1) for c in blocks], axis=1)
+    return [W0, np.ascontiguousarray(W1t.T)]

@@ -175,6 +175,10 @@ class C(Backend):
         """How many chunks of tiles to split each iteration into (the serial loop: 1)."""
         return 1
 
+    def split_hidden(self, problem: Problem) -> bool:
+        """Whether to split the hidden units among threads instead of the tiles (c-openmp)."""
+        return False
+
     def prepare(self, problem: Problem) -> CState:
         from backends._numba_kernels import prepare_net
 
@@ -186,7 +190,8 @@ class C(Backend):
             )
         D, O = problem.sizes[0], problem.sizes[-1]  # noqa: E741
         module = self.module(D, O)
-        net, work, cols = prepare_net(problem, self.chunks(problem))
+        hidden = self.split_hidden(problem)
+        net, work, cols = prepare_net(problem, self.threads() if hidden else self.chunks(problem), hidden)
         return CState(net, work, module, layers, problem.dtype, cols)
 
     def run(self, state: CState, iterations: int, log_every: int) -> None:
@@ -214,6 +219,12 @@ class C(Backend):
                 log_every,
                 out,
             )
+        elif work.hb.shape[0] > 0:  # the hidden split
+            getattr(lib, f"nn_train_hidden_{sfx}")(
+                ptr(net.X), ptr(net.y), ptr(net.W0), ptr(net.W1t), net.N, work.hb.shape[0] - 1,
+                ptr(work.hb, "int64_t *"), ptr(work.A), ptr(work.d2), ptr(work.G0), ptr(work.G1),
+                net.alpha, iterations, log_every, out,
+            )  # fmt: skip
         else:
             ntiles, _, T = net.X.shape
             H = net.W0.shape[1]
@@ -226,10 +237,12 @@ class C(Backend):
         state.losses.append(losses)
 
     def fetch(self, state: CState) -> TrainResult:
+        from backends._numba_kernels import weights
+
         losses = np.concatenate(state.losses) if state.losses else np.empty(0)
         if state.layers == 1:
             return TrainResult([np.ascontiguousarray(state.net.W0.T)], losses)
-        return TrainResult([state.net.W0.copy(), np.ascontiguousarray(state.net.W1t.T)], losses)
+        return TrainResult(weights(state.net, state.work), losses)
 
     def threads(self) -> int:
         return 1

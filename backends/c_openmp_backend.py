@@ -5,7 +5,10 @@ Each iteration is one parallel region over ``nchunks`` fixed, contiguous ranges 
 thread (``schedule(static, 1)``, ``num_threads(nchunks)``), each into its own gradient
 accumulators, summed in chunk order before the single weight update: numba-parallel's split,
 chosen by the same rule (its ``PARALLEL_MIN_WORK``; 2-layer nets and small problems run the
-serial loop), with the harness's thread count (``set_threads``) in place of Numba's. The
+serial loop), with the harness's thread count (``set_threads``) in place of Numba's. Where the
+batch has fewer row tiles than threads it runs numba-parallel's hidden split by the same rule
+(``split_hidden``, ``nn_train_hidden``: the same chunks of hidden units, the chunks' shares of
+the output pre-activations summed in the same order, one parallel region per iteration). The
 threads are GCC's libgomp, the OpenMP runtime Numba's default "omp" threading layer also runs on
 where it is chosen (``numba.threading_layer()``; the development machine's is "omp").
 """
@@ -55,3 +58,9 @@ class COpenmp(C):
 
         N, H = problem.batch, problem.sizes[1]
         return self.threads() if len(problem.weights) == 2 and N * H >= PARALLEL_MIN_WORK else 1
+
+    def split_hidden(self, problem: Problem) -> bool:
+        """numba-parallel's rule for the hidden split (``numba_parallel_backend.split_hidden``)."""
+        from backends.numba_parallel_backend import split_hidden
+
+        return split_hidden(problem.batch, problem.sizes[1], len(problem.weights), self.threads())

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from backends import _numba_exp, _numba_kernels
-from backends._numba_kernels import Net, Work, prepare_net, train_kernel
+from backends._numba_kernels import Net, Work, prepare_net, train_kernel, weights
 from backends.base import Backend, Problem, TrainResult, UnsupportedProblem, n_logged, numba_compilations
 
 
@@ -32,8 +32,14 @@ class NumbaState:
 
     @property
     def nchunks(self) -> int:
-        """Chunks of tiles the loop splits each iteration into (1: the serial kernel)."""
+        """Chunks the loop splits each iteration into (1: the serial kernel): of tiles, or of hidden
+        units in the hidden split (``hidden``)."""
         return self.work.closs.shape[0]
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the loop splits the hidden units among threads (the hidden split)."""
+        return self.work.hb.shape[0] > 0
 
 
 class NumbaCpu(Backend):
@@ -56,6 +62,10 @@ class NumbaCpu(Backend):
         """How many chunks of tiles to split each iteration into (the serial kernel: 1)."""
         return 1
 
+    def split_hidden(self, problem: Problem) -> bool:
+        """Whether to split the hidden units among threads instead of the tiles (numba-parallel)."""
+        return False
+
     def prepare(self, problem: Problem) -> NumbaState:
         self.check(problem)
         layers = len(problem.weights)
@@ -63,10 +73,11 @@ class NumbaCpu(Backend):
             raise UnsupportedProblem(
                 f"{self.NAME} supports 1 or 2 weight layers (2- and 3-layer nets), not {layers}"
             )
-        net, work, cols = prepare_net(problem, self.chunks(problem))
+        hidden = self.split_hidden(problem)
+        net, work, cols = prepare_net(problem, self.threads() if hidden else self.chunks(problem), hidden)
         D, O = problem.sizes[0], problem.sizes[-1]  # noqa: E741
         parallel = work.closs.shape[0] > 1
-        kernel = train_kernel(layers, D, O, cols, parallel, problem.batch, problem.sizes[1])
+        kernel = train_kernel(layers, D, O, cols, parallel, problem.batch, problem.sizes[1], hidden)
         return NumbaState(net, work, kernel, layers)
 
     def run(self, state: NumbaState, iterations: int, log_every: int) -> None:
@@ -78,7 +89,7 @@ class NumbaCpu(Backend):
         losses = np.concatenate(state.losses) if state.losses else np.empty(0)
         if state.layers == 1:
             return TrainResult([np.ascontiguousarray(state.net.W0.T)], losses)
-        return TrainResult([state.net.W0.copy(), np.ascontiguousarray(state.net.W1t.T)], losses)
+        return TrainResult(weights(state.net, state.work), losses)
 
     def threads(self) -> int:
         return 1  # the loop is one compiled call on the calling thread (numba-parallel is the threaded one)

@@ -4,14 +4,18 @@ Each iteration is one parallel region: the batch's row tiles are cut into ``nchu
 contiguous ranges (one per thread), each thread runs the same tile steps as numba-cpu into its
 own gradient accumulators, and the accumulators are summed once, after the region, before the
 single weight update. The split is fixed at ``prepare`` so results do not depend on scheduling.
-Problems too small to pay for a parallel region per iteration (fewer than ``PARALLEL_MIN_WORK``
-hidden activations per iteration, or a single tile) and 2-layer nets run numba-cpu's serial kernel.
+Where the batch has fewer row tiles than threads, the hidden units are split instead (the hidden
+split, ``split_hidden``: one parallel region per iteration, as for the tiles, each thread
+updating its own hidden units' weights). Problems too small to pay for a parallel region per iteration (fewer than
+``PARALLEL_MIN_WORK`` hidden activations per iteration, or a single tile, and not split by hidden
+unit) and 2-layer nets run numba-cpu's serial kernel.
 """
 
 from __future__ import annotations
 
 from numba import get_num_threads
 
+from backends._numba_kernels import tile_layout
 from backends.base import Problem
 from backends.numba_cpu_backend import NumbaCpu
 
@@ -20,6 +24,30 @@ from backends.numba_cpu_backend import NumbaCpu
 # iteration), 1.4-1.5x at 2^14 when the batch has several tiles, 1.5-2x from 2^16 on. (On a machine
 # whose other core is busy the barrier waits for a descheduled thread and parallel loses below ~2^20.)
 PARALLEL_MIN_WORK = 1 << 14
+# The hidden split (backends/_numba_kernels.py, ``_train_hidden``), for batches of fewer row tiles
+# than threads. Measured on the loaded 2-core machine against numba-cpu, best of 3-4 rounds
+# (docs/performance.md, "Parallel"): 0.56-0.78x from N*H = 2^13 with H >= 128 (4x2048, 4x4096,
+# 64x256, 128x128, 256x256); at 2^12 from 0.85x to 1.37x depending on the set of rounds (4x1024,
+# 16x256, 64x64: a Numba parallel region costs ~3-5 us there); narrower layers against the column
+# layout's serial kernel lose at 2^13 (128x64 1.00-1.03, 256x32 1.08-1.27, 512x16 1.37-2.15) and
+# win from 2^14 with H >= 32 (512x32 0.88, 256x64 0.69-0.85).
+HIDDEN_SPLIT_MIN_WORK = 1 << 13  # hidden activations per iteration, layers of HIDDEN_SPLIT_WIDE units on
+HIDDEN_SPLIT_WIDE = 128
+HIDDEN_SPLIT_NARROW_MIN_WORK = 1 << 14  # the same for narrower layers, of HIDDEN_SPLIT_MIN_H units on
+HIDDEN_SPLIT_MIN_H = 32
+
+
+def split_hidden(batch: int, hidden: int, layers: int, threads: int) -> bool:
+    """Whether the hidden units rather than the row tiles are split among the threads: a 3-layer
+    net whose batch has fewer row tiles (``tile_layout``) than there are threads, with at least
+    HIDDEN_SPLIT_MIN_WORK hidden activations per iteration (HIDDEN_SPLIT_NARROW_MIN_WORK below
+    HIDDEN_SPLIT_WIDE hidden units, and never below HIDDEN_SPLIT_MIN_H)."""
+    wide = hidden >= HIDDEN_SPLIT_WIDE
+    work = HIDDEN_SPLIT_MIN_WORK if wide else HIDDEN_SPLIT_NARROW_MIN_WORK
+    if layers != 2 or threads < 2 or hidden < HIDDEN_SPLIT_MIN_H or batch * hidden < work:
+        return False
+    T, _ = tile_layout(batch, hidden)
+    return -(-batch // T) < threads
 
 
 class NumbaParallel(NumbaCpu):
@@ -32,6 +60,10 @@ class NumbaParallel(NumbaCpu):
         at the number of tiles; one chunk runs the serial kernel)."""
         N, H = problem.batch, problem.sizes[1]
         return self.threads() if len(problem.weights) == 2 and N * H >= PARALLEL_MIN_WORK else 1
+
+    def split_hidden(self, problem: Problem) -> bool:
+        """The hidden split where the row tiles are too few for the threads (``split_hidden``)."""
+        return split_hidden(problem.batch, problem.sizes[1], len(problem.weights), self.threads())
 
     def threads(self) -> int:
         """Threads the parallel regions use (numba.get_num_threads(); NUMBA_NUM_THREADS sets it)."""

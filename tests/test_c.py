@@ -258,6 +258,49 @@ def test_c_openmp_agrees_with_numba_parallel_across_chunks(monkeypatch):
     assert max_relative_error(mine, serial) <= 1e-13
 
 
+@pytest.mark.parametrize(
+    ("batch", "hidden", "dtype", "extra"),
+    [
+        (1, 1, "float64", {}),  # one unit: one chunk
+        (3, 9, "float64", {}),  # chunks of 8 and 1 units
+        (7, 300, "float64", {}),  # rows not a multiple of 4, a shorter last chunk
+        (5, 37, "float64", dict(inputs=5, outputs=2)),  # D, O > FUSE_MAX: the multi-pass forms
+        (10, 150, "float32", {}),
+    ],
+    ids=lambda v: str(v),
+)
+def test_c_openmp_hidden_split_agrees_with_numba_parallel(monkeypatch, batch, hidden, dtype, extra):
+    """The hidden split in C (forced at sizes the rule would not pick): numba-parallel's chunks and
+    order of the chunks' partial sums, so its result to a few ulp per step, and NumPy's within tolerance."""
+    import numba
+
+    from backends._numba_kernels import hidden_bounds
+    from backends.c_openmp_backend import COpenmp
+    from backends.numba_parallel_backend import NumbaParallel
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba-parallel has one thread here: no hidden units to split")
+    omp, par = usable("c-openmp"), usable("numba-parallel")
+    for cls in (COpenmp, NumbaParallel):
+        monkeypatch.setattr(cls, "split_hidden", lambda self, problem: len(problem.weights) == 2)
+    monkeypatch.setattr(omp, "_threads", 2)
+    problem = scaled(batch, hidden, dtype, seed=batch + hidden, **extra)
+    state = omp.prepare(problem)
+    assert np.array_equal(state.work.hb, hidden_bounds(hidden, 2))
+    omp.run(state, 30, 10)
+    omp.run(state, 10, 10)  # a second run continues from the first one's weights
+    mine = omp.fetch(state)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        theirs = train(par, problem, 40, 10)
+    finally:
+        numba.set_num_threads(threads)
+    assert [w.shape for w in mine.weights] == [w.shape for w in problem.weights]
+    assert max_relative_error(mine, theirs) <= (1e-13 if dtype == "float64" else 2e-5)
+    assert max_relative_error(mine, reference_result(problem, 40, 10)) <= TOLERANCE[dtype]
+
+
 def test_c_openmp_uses_the_harness_thread_count():
     omp = usable("c-openmp")
     before = omp.threads()
@@ -267,6 +310,10 @@ def test_c_openmp_uses_the_harness_thread_count():
         omp.set_threads(3)
         assert omp.chunks(scaled(2048, 16)) == 3 and omp.chunks(scaled(64, 4)) == 1
         assert omp.chunks(scaled(4096, 16, layers=1)) == 1  # the 2-layer net is serial
+        assert omp.split_hidden(scaled(4, 4096)) and not omp.split_hidden(scaled(4, 4096, layers=1))
+        omp.set_threads(1)
+        assert not omp.split_hidden(scaled(4, 4096))  # numba-parallel's rule, with the harness's threads
+        assert not usable("c").split_hidden(scaled(4, 4096))
     finally:
         omp.set_threads(before)
 

@@ -325,7 +325,7 @@ def test_the_test_selection_keeps_the_gpu_cases(tmp_path):
         (tmp_path / name).write_text(SELECTION)
     progress = tmp_path / "progress.jsonl"
     subprocess.run([sys.executable, "-m", "pytest", "-p", gpu_check.PLUGIN, f"--watchdog-progress={progress}",
-                    *PYTEST_ARGS, "--collect-only", "--watchdog-backends=numpy", "--watchdog-backend-only=test_only.py",
+                    *PYTEST_ARGS, f"--rootdir={tmp_path}", "--collect-only", "--watchdog-backends=numpy", "--watchdog-backend-only=test_only.py",
                     "--watchdog-exclude=test_sel.py::test_left_out", str(tmp_path / "test_sel.py"),
                     str(tmp_path / "test_only.py")], cwd=ROOT, env=_env(), capture_output=True, timeout=60)  # fmt: skip
     nodeids = json.loads(progress.read_text().splitlines()[0])["nodeids"]

@@ -12,7 +12,7 @@ numba = pytest.importorskip("numba")
 
 import backends  # noqa: E402
 from backends import _numba_kernels as K  # noqa: E402
-from backends.base import Problem, UnsupportedProblem, train  # noqa: E402
+from backends.base import Problem, TrainResult, UnsupportedProblem, train  # noqa: E402
 from harness.agreement import TOLERANCE, check, max_relative_error, reference_result  # noqa: E402
 from harness.problems import scaled, seed_case, validation_cases  # noqa: E402
 from tests.helpers import (  # noqa: E402
@@ -233,6 +233,90 @@ def test_parallel_split(monkeypatch, batch, hidden, chunks):
     assert work.closs.shape[0] == chunks  # (prepare would compile the kernel; this is the split alone)
 
 
+# The hidden split at sizes the rule would not pick (forced): one unit (one chunk), chunks of 8 and
+# 1 units, a last chunk shorter than the others, N = 1, rows not a multiple of 4, D and O above
+# FUSE_MAX (the multi-pass forms), O > 1 fused, float32.
+HIDDEN_POINTS = [
+    (1, 1, 3, 1, "float64"),
+    (3, 9, 3, 1, "float64"),
+    (1, 17, 3, 1, "float32"),
+    (7, 300, 3, 1, "float64"),
+    (5, 37, 5, 2, "float64"),
+    (6, 21, 4, 3, "float64"),
+    (10, 150, 3, 1, "float32"),
+]
+
+
+@pytest.fixture
+def forced_hidden_split(monkeypatch):
+    """numba-parallel with two threads and the hidden split wherever the net has two weight layers."""
+    from backends.numba_parallel_backend import NumbaParallel
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba-parallel has one thread here: no hidden units to split")
+    threads = numba.get_num_threads()
+    numba.set_num_threads(2)
+    monkeypatch.setattr(NumbaParallel, "split_hidden", lambda self, problem: len(problem.weights) == 2)
+    yield NumbaParallel()
+    numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("batch,hidden,inputs,outputs,dtype", HIDDEN_POINTS)
+def test_hidden_split_agrees_with_numpy(forced_hidden_split, batch, hidden, inputs, outputs, dtype):
+    backend = forced_hidden_split
+    problem = scaled(batch, hidden, dtype, seed=batch + hidden, inputs=inputs, outputs=outputs)
+    state = backend.prepare(problem)
+    bounds = state.work.hb
+    assert state.hidden and state.nchunks == len(bounds) - 1 == min(2, -(-hidden // K.HIDDEN_CHUNK_MULTIPLE))
+    assert bounds[0] == 0 and bounds[-1] == hidden
+    assert np.all(np.diff(bounds)[:-1] % K.HIDDEN_CHUNK_MULTIPLE == 0)
+    backend.run(state, 20, 7)
+    backend.run(state, 10, 3)  # a second run continues from the first one's weights
+    result = backend.fetch(state)
+    reference = reference_result(problem, 30, 0)
+    error = max_relative_error(TrainResult(result.weights, reference.losses), reference)
+    assert error <= TOLERANCE[dtype]
+    assert all(w.dtype == np.dtype(dtype) and w.flags.c_contiguous for w in result.weights)
+    assert [w.shape for w in result.weights] == [w.shape for w in problem.weights]
+    split = train(backend, problem, 30, 7)  # the losses, against NumPy's
+    assert max_relative_error(split, reference_result(problem, 30, 7)) <= TOLERANCE[dtype]
+
+
+def test_hidden_split_weights_round_trip():
+    """The chunk-major weights of the hidden split come back as the problem's arrays, untouched."""
+    problem = scaled(5, 45, seed=3)
+    net, work, cols = K.prepare_net(problem, 2, hidden=True)
+    assert not cols and net.W0.ndim == 1 and list(work.hb) == [0, 24, 45]
+    assert np.array_equal(net.W0[: 3 * 24].reshape(3, 24), problem.weights[0][:, :24])
+    for got, want in zip(K.weights(net, work), problem.weights, strict=True):
+        assert np.array_equal(got, want) and got is not want
+
+
+@pytest.mark.parametrize(
+    "batch,hidden,threads,split",
+    [
+        (4, 4096, 2, True),  # N*H = 2^14, one row tile of 4 rows
+        (4, 4096, 1, False),  # one thread: nothing to split
+        (4, 2048, 2, True),  # 2^13, H >= HIDDEN_SPLIT_WIDE
+        (4, 1024, 2, False),  # 2^12: below HIDDEN_SPLIT_MIN_WORK
+        (64, 256, 2, True),  # one column tile
+        (256, 64, 2, True),  # 2^14, narrow: HIDDEN_SPLIT_NARROW_MIN_WORK
+        (128, 64, 2, False),  # 2^13, narrow
+        (1024, 16, 2, False),  # H < HIDDEN_SPLIT_MIN_H (and two tiles)
+        (16, 1024, 2, False),  # two row tiles of 8 rows: the tiles are split
+        (16, 1024, 4, True),  # two row tiles, four threads
+        (4096, 4096, 2, False),  # many tiles
+    ],
+)
+def test_hidden_split_is_chosen_where_it_pays(monkeypatch, batch, hidden, threads, split):
+    from backends.numba_parallel_backend import NumbaParallel, split_hidden
+
+    monkeypatch.setattr(NumbaParallel, "threads", lambda self: threads)
+    assert NumbaParallel().split_hidden(scaled(batch, hidden)) is split
+    assert split_hidden(batch, hidden, 1, threads) is False  # never for the 2-layer net
+    assert backends.load("numba-cpu").split_hidden(scaled(batch, hidden)) is False
+
+
 def test_run_allocates_nothing_it_keeps():
     """The state holds only what prepare allocated: run adds its losses and nothing else."""
     backend = backends.load("numba-cpu")
@@ -251,6 +335,7 @@ backend = backends.load(sys.argv[1])
 train(backend, xor3(), 5, 1)
 train(backend, scaled(300, 20, seed=2), 5, 1)
 train(backend, scaled(1024, 16, seed=2), 5, 1)  # numba-parallel, two threads: the parallel kernel
+train(backend, scaled(4, 4096, seed=2), 5, 1)  # numba-parallel, two threads: the hidden split
 print(json.dumps(backend.compilations()))
 """
 
@@ -263,7 +348,9 @@ def test_disk_cache_serves_a_fresh_process(name, tmp_path):
         return compilations_in_a_fresh_process(_CACHE_CHILD, name, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_NUM_THREADS="2")
 
     built, loaded = child()
-    kernels = 3 if name == "numba-parallel" else 2  # small, tiled serial (, tiled parallel)
+    # small, tiled serial (columns); then numba-cpu: tiled serial (rows, 4 x 4096); numba-parallel:
+    # tiled parallel (columns) and the hidden split (4 x 4096)
+    kernels = 4 if name == "numba-parallel" else 3
     assert built >= kernels and loaded == 0  # cold: everything compiled (the kernels, and the exp)
     built, loaded = child()
     assert built == loaded == kernels  # warm: every kernel from the disk cache, nothing compiled
@@ -280,7 +367,8 @@ def test_kernels_cache_keys_follow_the_exp_source():
     stamp = zlib.crc32(Path(_numba_exp.__file__).read_bytes())
     assert _numba_kernels.EXP_SOURCE == stamp
     shapes = [(2, 3, 1, False, False, 4, 2), (3, 3, 1, False, False, 4, 4), (3, 3, 1, False, False, 4096, 64),
-              (3, 3, 1, True, False, 4096, 64), (3, 3, 1, True, True, 4096, 64)]  # fmt: skip
+              (3, 3, 1, True, False, 4096, 64), (3, 3, 1, True, True, 4096, 64),
+              (3, 3, 1, False, True, 4, 4096, True)]  # fmt: skip
     for shape in shapes:
         kernel = _numba_kernels.train_kernel(*shape)
         cells = [cell.cell_contents for cell in kernel.py_func.__closure__]

@@ -1,7 +1,8 @@
 /* `c` and `c-openmp`: the training loop of backends/_numba_kernels.py, step for step, in C.
  *
  * The same regimes (the 2-layer net over the whole batch; the 3-layer net over row tiles, in row or
- * column layout, fused or multi-pass, serial or in fixed chunks of tiles, one per thread), the
+ * column layout, fused or multi-pass, serial or in fixed chunks of tiles, one per thread, or with
+ * its hidden units in fixed chunks, one per thread: the hidden split), the
  * same tiles and buffers (the Python side calls _numba_kernels.prepare_net), the same exp
  * (_numba_exp: Cody-Waite split, the same polynomial coefficients, the same clamps and 2^k from
  * exponent bits), and the same loop orders and partial sums: the ratio to numba-cpu /

@@ -5,7 +5,8 @@
  *            scratch per chunk: A (T*H), d2 (O x T), G0 (D x H), G1 (O x H), closs (nchunks).
  *   2-layer: X (N x D), y = y.T (O x N), W0t = W0.T (O x D); scratch d2 (O x N), G (O x D).
  * D and O are compile-time constants of the module (NN_D, NN_O), as they are closure constants of
- * the Numba kernels. Every function returns 0. */
+ * the Numba kernels. nn_train_hidden is the hidden split (_numba_kernels._train_hidden; its layouts:
+ * _numba_kernels.Net and Work, and train_body.h). Every function returns 0. */
 #include <stdint.h>
 
 int nn_train_net1_f64(const double *X, const double *y, double *W0t, double *d2, double *G, int64_t N,
@@ -18,5 +19,11 @@ int nn_train3_f64(const double *X, const double *y, double *W0, double *W1t, int
 int nn_train3_f32(const float *X, const float *y, float *W0, float *W1t, int64_t N, int64_t H, int64_t T,
                   int64_t ntiles, int cols, int64_t nchunks, float *A, float *d2, float *G0, float *G1,
                   double *closs, float alpha, int64_t iterations, int64_t log_every, double *losses);
+int nn_train_hidden_f64(const double *X, const double *y, double *W0, double *W1t, int64_t N, int64_t nchunks,
+                        const int64_t *hb, double *A, double *d2, double *G0, double *G1, double alpha,
+                        int64_t iterations, int64_t log_every, double *losses);
+int nn_train_hidden_f32(const float *X, const float *y, float *W0, float *W1t, int64_t N, int64_t nchunks,
+                        const int64_t *hb, float *A, float *d2, float *G0, float *G1, float alpha,
+                        int64_t iterations, int64_t log_every, double *losses);
 double nn_exp64(double x);
 float nn_exp32(float x);
