@@ -173,7 +173,7 @@ def test_agrees_with_numpy_reference(name, case):
 def test_xor3_reproduces_published_run(name):
     backend = usable(name)
     if backend.SIMULATED:
-        pytest.skip("the same 60000-iteration run is tests/test_numba_cuda.py's full xor3 run (~60 s under the simulator: run once)")
+        pytest.skip("the same run is tests/test_numba_cuda.py's xor3 run (its first 20001 iterations under the simulator)")
     result = train(backend, xor3(), 60000, 10000)
     assert_xor3_published(result.losses)
     assert max_relative_error(result, reference_result(xor3(), 60000, 10000)) <= TOLERANCE["float64"]
