@@ -19,7 +19,7 @@ for each of the two tile layouts at most (docs/performance.md has the measuremen
 ``train_kernel`` composes them into five regimes, each a factory of one ``@njit`` closure: the
 2-layer net (``_train_net1``: ``output_rows`` + ``acc_rows`` + ``update`` over the whole batch --
 its one layer is an output layer with A = X), small 3-layer problems (``_train_small``, N*H <=
-SMALL_WORK: ``tile_rows`` over the whole batch as one tile), the tiled loop on one thread
+SMALL_WORK and fewer than COLUMN_MIN_BATCH rows: ``tile_rows`` over the whole batch as one tile), the tiled loop on one thread
 (``_train_serial``: ``chunk`` over every tile), the parallel one (``_train_parallel``:
 ``prange`` over fixed chunks of tiles, one accumulator set per chunk) and the hidden split
 (``_train_hidden``: the batch one row tile, ``prange`` over fixed chunks of hidden units, each
@@ -37,7 +37,7 @@ only the innermost loop, so the two loop orders stay two.
 
 Specialisation instead of hand-unrolled paths. D, O, the layout and the form (``fuse``: D and O
 <= FUSE_MAX) are closure variables of each kernel, and so compile-time constants; small kernels
-(N*H <= SMALL_WORK) also fix H. The helpers take them as arguments and are inlined at Numba IR
+(``small_problem``) also fix H. The helpers take them as arguments and are inlined at Numba IR
 level, where Numba prunes the branches on constant flags (``if cols``, ``if fuse``) before
 typing -- each kernel compiles one layout and one form -- and LLVM sees constant trip counts for
 ``range(D)``, ``range(O)`` (and ``range(H)`` when small), which it unrolls: at 4 x 4 the
@@ -497,7 +497,7 @@ def train_kernel(
 ):
     """The whole loop ``kernel(net, work, iterations, log_every, losses)`` for this shape, made once
     per process (Numba's disk cache serves its compiled code across processes). H counts only
-    where the kernel is specialised on it: small problems (N*H <= SMALL_WORK). N never does: a
+    where the kernel is specialised on it: small problems (``small_problem``). N never does: a
     kernel fixing N too was measured no faster at the sweep's small points (and up to 1.3x
     slower at 16x16 and 64x4), and would compile once more for every batch size. ``hidden``:
     the hidden split (``prepare_net(..., hidden=True)`` lays out its arguments)."""
@@ -506,7 +506,7 @@ def train_kernel(
         key = ("net1", D, O)
     elif hidden:
         key = ("hidden", D, O)
-    elif not parallel and N * H <= SMALL_WORK:
+    elif not parallel and small_problem(N, H):
         key = ("small", D, O, H)
     else:
         key = ("parallel" if parallel else "serial", D, O, bool(cols))
@@ -551,7 +551,7 @@ def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
 
     @njit(cache=True, **OPTS)
     def train_small(net, work, iterations, log_every, losses):
-        """The 3-layer net with N*H <= SMALL_WORK: one row tile holding the whole batch, with H a
+        """The 3-layer net of a small problem (``small_problem``): one row tile holding the whole batch, with H a
         compile-time constant -- the loops over h unrolled, no vector set-up or remainder loops."""
         _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
@@ -701,9 +701,17 @@ def _train_hidden(D, O, fuse, DT, OT):  # noqa: E741
 
 
 SMALL_WORK = 256  # N*H up to this: the whole batch is one row tile, H a compile-time constant
+COLUMN_MIN_BATCH = 64  # fewest rows for the column layout (a tile fills vectors of rows)
 COLUMN_LAYOUT_MAX_H = 256  # widest layer for the column layout (measured: docs/performance.md)
 COLUMN_TILE_VALUES = 1 << 16  # column-layout tile T x H: 512 KiB of float64, L2-resident
 HIDDEN_CHUNK_MULTIPLE = 8  # hidden split: units per chunk a multiple of this (a 32-byte vector of float32)
+
+
+def small_problem(batch: int, hidden: int) -> bool:
+    """N*H <= SMALL_WORK with a batch too short for the column layout: the small kernel (one row
+    tile, H a constant). From COLUMN_MIN_BATCH rows the column layout's tiled kernel is faster even
+    for these sizes (64 x 4: 0.89 against 1.74 us per iteration, one thread, seventh session)."""
+    return batch * hidden <= SMALL_WORK and batch < COLUMN_MIN_BATCH
 
 
 def tile_layout(batch: int, hidden: int) -> tuple[int, bool]:
@@ -711,11 +719,11 @@ def tile_layout(batch: int, hidden: int) -> tuple[int, bool]:
 
     Column layout (vectorised over rows, T up to 512, T*H up to COLUMN_TILE_VALUES) wherever the
     batch fills a vector of rows; row layout (vectorised over h, T*H near 8192 values, T a
-    multiple of 4) for small batches and very wide layers. A small problem (N*H <= SMALL_WORK) is
+    multiple of 4) for small batches and very wide layers. A small problem (``small_problem``) is
     one row tile holding the whole batch."""
-    if batch * hidden <= SMALL_WORK:
+    if small_problem(batch, hidden):
         return batch, False
-    if batch >= 64 and hidden <= COLUMN_LAYOUT_MAX_H:
+    if batch >= COLUMN_MIN_BATCH and hidden <= COLUMN_LAYOUT_MAX_H:
         t = min(512, max(32, COLUMN_TILE_VALUES // max(hidden, 1)) // 16 * 16)
         return max(1, min(batch, t)), True
     target = max(4, (8192 // max(hidden, 1)) // 4 * 4)
