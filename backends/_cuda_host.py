@@ -149,8 +149,9 @@ class CudaBackend(Backend):
         return self._compiled[key]
 
     def compilations(self) -> tuple[int, int]:
-        """Kernels compiled in this process (no disk cache: each is compiled on first use)."""
-        return len(self._compiled), 0
+        """Kernels compiled in this process (no disk cache: each is compiled on first use); none
+        under the simulator, which interprets the kernels' Python (``COMPILES`` is False)."""
+        return (0, 0) if self.SIMULATED else (len(self._compiled), 0)
 
     def admit(self, needed: int) -> None:
         """Refuse (UnsupportedProblem) a run whose device arrays would not fit in free device memory."""

@@ -20,7 +20,7 @@ for each of the two tile layouts at most (docs/performance.md has the measuremen
 2-layer net (``_train_net1``: ``output_rows`` + ``acc_rows`` + ``update`` over the whole batch --
 its one layer is an output layer with A = X), small 3-layer problems (``_train_small``, N*H <=
 SMALL_WORK and fewer than COLUMN_MIN_BATCH rows: ``tile_rows`` over the whole batch as one tile), the tiled loop on one thread
-(``_train_serial``: ``chunk`` over every tile), the parallel one (``_train_parallel``:
+(``_train_serial``: ``chunk_rows`` or ``chunk_cols`` over every tile), the parallel one (``_train_parallel``:
 ``prange`` over fixed chunks of tiles, one accumulator set per chunk) and the hidden split
 (``_train_hidden``: the batch one row tile, ``prange`` over fixed chunks of hidden units, each
 chunk's ``forward_rows``, ``sigmoid_tile``, ``partial_rows``, ``backward_rows`` and ``update``
@@ -42,9 +42,13 @@ level, where Numba prunes the branches on constant flags (``if cols``, ``if fuse
 typing -- each kernel compiles one layout and one form -- and LLVM sees constant trip counts for
 ``range(D)``, ``range(O)`` (and ``range(H)`` when small), which it unrolls: at 4 x 4 the
 iteration is unrolled over d, o and h, about twice as fast as the old scalar small-problem
-kernel. (Without the IR-level inlining LLVM kept the helpers as
-calls, with a refcount pair per array argument: 4x slower at 4 x 4.) Where a loop needs one
-running sum per input or output (the column layout's fused backward pass), the sums live in a
+kernel. (Without the IR-level inlining LLVM kept the helpers as calls, with a refcount pair per
+array argument: 4x slower at 4 x 4.) A helper is inlined with everything it calls, both sides of
+a flag included (its flags are arguments when its own IR is built); only the kernel's own
+branches are pruned before its calls are inlined. So the kernels choose the layout themselves
+(``chunk_rows`` or ``chunk_cols``, each made by ``_chunk``): with one ``chunk`` inlining both
+tile layouts a tiled kernel compiled in 9-13 s instead of 4-6 s (2-core Zen 3; Numba's inliner
+deep-copies each callee's IR), for the same LLVM IR. Where a loop needs one running sum per input or output (the column layout's fused backward pass), the sums live in a
 UniTuple of length D or O (``_filled`` + ``tuple_setitem``, the tuples DT, OT giving the length),
 which LLVM keeps in registers once the loops are unrolled: the code of the old hand-written
 D=3/O=1 path. Above FUSE_MAX the fused forms would not unroll, so the multi-pass forms are used
@@ -409,19 +413,25 @@ def tile_cols(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one
     return loss
 
 
-@njit(**STEP)
-def chunk(X, y, W0, W1t, N, A, Af, d2, g0, g1, c0, c1, H, D, O, cols, fuse, DT, OT, one):  # noqa: E741
-    """Tiles c0 .. c1-1 of X and y (tile-major) added to the accumulators g0 (D x H), g1 (O x H);
-    returns sum |err|."""
-    T = X.shape[2]
-    loss = 0.0
-    for c in range(c0, c1):
-        rows = min(T, N - c * T)
-        if cols:
-            loss += tile_cols(X[c], y[c], W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
-        else:
-            loss += tile_rows(X[c], y[c], W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
-    return loss
+def _chunk(tile):
+    """``chunk_rows`` / ``chunk_cols``: the loop over a chunk's tiles, for one layout's ``tile``."""
+
+    @njit(**STEP)
+    def chunk(X, y, W0, W1t, N, A, Af, d2, g0, g1, c0, c1, H, D, O, fuse, DT, OT, one):  # noqa: E741
+        """Tiles c0 .. c1-1 of X and y (tile-major) added to the accumulators g0 (D x H), g1 (O x H);
+        returns sum |err|."""
+        T = X.shape[2]
+        loss = 0.0
+        for c in range(c0, c1):
+            rows = min(T, N - c * T)
+            loss += tile(X[c], y[c], W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
+        return loss
+
+    return chunk
+
+
+chunk_rows = _chunk(tile_rows)
+chunk_cols = _chunk(tile_cols)
 
 
 @njit(**STEP)
@@ -592,7 +602,10 @@ def _train_serial(D, O, cols, fuse, DT, OT):  # noqa: E741
         g0 = G0[0]
         g1 = G1[0]
         for it in range(iterations):
-            loss = chunk(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, cols, fuse, DT, OT, one)
+            if cols:
+                loss = chunk_cols(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, fuse, DT, OT, one)
+            else:
+                loss = chunk_rows(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, fuse, DT, OT, one)
             if log_every > 0 and it % log_every == 0:
                 losses[it // log_every] = loss * scale
             update(W1t, G1, 1, O, H, alpha)
@@ -621,9 +634,14 @@ def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
                 c1 = min(c0 + per, ntiles)
                 Af = Abuf[c]
                 A = tile_views(Af, H, T, cols)
-                closs[c] = chunk(
-                    X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, cols, fuse, DT, OT, one
-                )
+                if cols:
+                    closs[c] = chunk_cols(
+                        X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, fuse, DT, OT, one
+                    )
+                else:
+                    closs[c] = chunk_rows(
+                        X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, fuse, DT, OT, one
+                    )
             if log_every > 0 and it % log_every == 0:
                 loss = 0.0
                 for c in range(nchunks):

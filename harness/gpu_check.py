@@ -82,17 +82,15 @@ TEST_FILES = {
 }
 #: Test functions of tests/test_agreement.py that step ``tests`` leaves to step ``validate``:
 #: the agreement cases (``validate`` runs the same ``harness.agreement.check`` on every one of
-#: them and on larger ones) and the 60000-iteration xor3 run (``validate``'s xor3 case is the same
-#: run against the reference; tests/test_numba_cuda.py checks its published digits on every
-#: CUDA path). Each is seconds to a minute per GPU backend (~500 us an iteration for cupy on an
-#: H100, ../shared/gpu-h100).
+#: them and on larger ones; its xor3 case is the 60000-iteration seed run, against the reference,
+#: and tests/test_numba_cuda.py checks that run's published digits on every CUDA path). Each is
+#: seconds to a minute per GPU backend (~500 us an iteration for cupy on an H100, ../shared/gpu-h100).
 #: pytest loads no plugin by itself (the watchdog's is named with -p): the test files use none, and
 #: the machine's own (xdist, timeout) cannot change how the tests run.
 TESTS_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 AGREEMENT = "tests/test_agreement.py"
 AGREEMENT_LEFT_OUT = (
     "tests/test_agreement.py::test_agrees_with_numpy_reference",
-    "tests/test_agreement.py::test_xor3_reproduces_published_run",
 )
 #: The probes: iterations of one timed run, timed runs (the best is kept), the widths and the
 #: batch sizes among which each width's block/grid switch is looked for, sizes taken on each side.

@@ -15,12 +15,14 @@ import pytest
 
 import backends
 from backends.base import DEVICES, LEVELS, Backend, Problem, UnsupportedProblem, train
-from harness.agreement import TOLERANCE, check, max_relative_error, reference_result
-from harness.problems import Case, scaled, seed_case, validation_cases, xor2, xor3
+from harness.agreement import TOLERANCE, case_reference, check, max_relative_error, reference_result
+from harness.problems import Case, scaled, seed_case, validation_cases, xor2
 from tests.helpers import XOR2_UPDATES, assert_xor2_published, assert_xor3_published, usable
 
 BACKENDS = backends.names()
 CASES = validation_cases(quick=True)
+SEED_XOR3 = next(c for c in CASES if c.problem.name == "xor3" and c.problem.dtype == "float64")
+assert (SEED_XOR3.iterations, SEED_XOR3.log_every) == (60000, 10000)  # the published run
 # The fast tier keeps, per backend and dtype, the seed problems, N = 1 with H = 1, an odd size, 5
 # inputs with 2 outputs and the 2-layer net; the other sizes run in the full suite.
 FAST = {(1, 1), (17, 33), (9, 6), (13, 1), (4, 4), (4, 1)}
@@ -162,21 +164,17 @@ def test_agrees_with_numpy_reference(name, case):
         if case.problem.batch * max(case.problem.sizes) > 256:
             pytest.skip("CUDA simulator: large case left to the real-GPU run (make gpu-check)")
         case = shorten(case)
+    elif case is SEED_XOR3:
+        # The seed run in float64 (60000 iterations): the reference, and the published digits too,
+        # from one run. (Under the simulator, tests/test_numba_cuda.py's xor3 run checks them.)
+        result = train(backend, case.problem, case.iterations, case.log_every)
+        assert_xor3_published(result.losses)
+        assert max_relative_error(result, case_reference(case)) <= TOLERANCE["float64"]
+        return
     verdict = check(name, case, backend)
     if verdict.status == "n/a":
         pytest.skip(f"{name}: {verdict.detail}")
     assert verdict.status == "ok", f"{name} {case.label}: {verdict.status} {verdict.error} {verdict.detail}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", BACKENDS)
-def test_xor3_reproduces_published_run(name):
-    backend = usable(name)
-    if backend.SIMULATED:
-        pytest.skip("the same run is tests/test_numba_cuda.py's xor3 run (its first 20001 iterations under the simulator)")
-    result = train(backend, xor3(), 60000, 10000)
-    assert_xor3_published(result.losses)
-    assert max_relative_error(result, reference_result(xor3(), 60000, 10000)) <= TOLERANCE["float64"]
 
 
 @pytest.mark.parametrize("name", BACKENDS)
