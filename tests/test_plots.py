@@ -284,6 +284,11 @@ def test_summary_floor_and_gpu_ratios():
     assert "the fastest CPU backend at 3 of 3 points." in text
     assert "N*H >= 2^20: median 2x" in text and "N*H < 2^14: median 2x" in text
     assert "largest common point (4096 x 1024): 25x" in text
+    # a point where only python ran (the sweep's budget ran out there): empty cells, no count
+    frame, _ = newest(pd.DataFrame(rows + [row("python", 16384, 64, 5.0)], columns=COLUMNS))
+    text = summary_markdown("m", frame, medians(frame), {"x": 1}, floor)
+    assert "| 16384 x 64 | - | - | - |" in text and "nan" not in text
+    assert "every point: 1.50-1.50; within 2x at 3 of 3 points" in text and "at 3 of 3 points." in text
 
 
 def test_compile_figure_shows_the_fresh_process_call_apart_and_says_what_was_built():

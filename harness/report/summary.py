@@ -139,6 +139,9 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
     lines += _variants(table)
     rows = []
     for (n, h), t in best.items():
+        if not np.isfinite(t):  # no Numba CPU time at this point (e.g. the budget ran out): its cells stay empty
+            rows.append((n, h, float("nan"), None, float("nan")))
+            continue
         floor = float("nan")
         if ceilings and floor_fn is not None:
             try:
