@@ -19,9 +19,10 @@ for each of the two tile layouts at most (docs/performance.md has the measuremen
 ``train_kernel`` composes them into five regimes, each a factory of one ``@njit`` closure: the
 2-layer net (``_train_net1``: ``output_rows`` + ``acc_rows`` + ``update`` over the whole batch --
 its one layer is an output layer with A = X), small 3-layer problems (``_train_small``, N*H <=
-SMALL_WORK and fewer than COLUMN_MIN_BATCH rows: ``tile_rows`` over the whole batch as one tile), the tiled loop on one thread
-(``_train_serial``: ``chunk_rows`` or ``chunk_cols`` over every tile), the parallel one (``_train_parallel``:
-``prange`` over fixed chunks of tiles, one accumulator set per chunk) and the hidden split
+SMALL_WORK and fewer than COLUMN_MIN_BATCH rows: ``tile_rows`` over the whole batch as one tile),
+the tiled loop on one thread (``_train_serial``: ``chunk_rows`` or ``chunk_cols`` over every
+tile), the parallel one (``_train_parallel``: ``prange`` over fixed chunks of tiles, one
+accumulator set per chunk) and the hidden split
 (``_train_hidden``: the batch one row tile, ``prange`` over fixed chunks of hidden units, each
 chunk's ``forward_rows``, ``sigmoid_tile``, ``partial_rows``, ``backward_rows`` and ``update``
 on its own units; for batches of fewer tiles than threads).
@@ -48,9 +49,10 @@ a flag included (its flags are arguments when its own IR is built); only the ker
 branches are pruned before its calls are inlined. So the kernels choose the layout themselves
 (``chunk_rows`` or ``chunk_cols``, each made by ``_chunk``): with one ``chunk`` inlining both
 tile layouts a tiled kernel compiled in 9-13 s instead of 4-6 s (2-core Zen 3; Numba's inliner
-deep-copies each callee's IR), for the same LLVM IR. Where a loop needs one running sum per input or output (the column layout's fused backward pass), the sums live in a
-UniTuple of length D or O (``_filled`` + ``tuple_setitem``, the tuples DT, OT giving the length),
-which LLVM keeps in registers once the loops are unrolled: the code of the old hand-written
+deep-copies each callee's IR), for the same LLVM IR. Where a loop needs one running sum per
+input or output (the column layout's fused backward pass), the sums live in a UniTuple of length
+D or O (``_filled`` + ``tuple_setitem``, the tuples DT, OT giving the length), which LLVM keeps
+in registers once the loops are unrolled: the code of the old hand-written
 D=3/O=1 path. Above FUSE_MAX the fused forms would not unroll, so the multi-pass forms are used
 (``forward_*`` d-outer, ``acc_*`` + ``delta_*``). The kernels read the ``Net`` and ``Work``
 tuples' fields once, before the loop: a field read inside it costs a refcount pair.
@@ -561,8 +563,9 @@ def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
 
     @njit(cache=True, **OPTS)
     def train_small(net, work, iterations, log_every, losses):
-        """The 3-layer net of a small problem (``small_problem``): one row tile holding the whole batch, with H a
-        compile-time constant -- the loops over h unrolled, no vector set-up or remainder loops."""
+        """The 3-layer net of a small problem (``small_problem``): one row tile holding the whole
+        batch, with H a compile-time constant -- the loops over h unrolled, no vector set-up or
+        remainder loops."""
         _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
         Abuf, d2, G0, G1, _, _ = work
