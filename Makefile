@@ -27,12 +27,19 @@ help:
 	@echo "make gpu-bench PART=1|2  on that machine: the GPU sweep (batch 4-256 | 1024-65536) into"
 	@echo "                  \$$OUT/<machine>/ (or results/); expected under 9 minutes each (not yet measured)"
 
+# pip writes each package's bytecode on one core as it installs (a minute of the two-minute build
+# on 2 cores, most of it torch's and jax's); PIP: installed without it, then compiled once on every
+# core (compileall -j 0), so imports still find their .pyc where PYTHONDONTWRITEBYTECODE is set.
+# compileall's status is not checked: some packages ship files for newer Pythons (torch's
+# py312_intrinsics.py) that fail to compile, as pip ignores them when it compiles.
+PIP    := $(BIN)/python -m pip install -q --no-compile
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)" || echo "note: $(TORCH) not installable here; the torch backends will report why"
-	$(BIN)/python -m pip install -q -e ".[test,peers]" || $(BIN)/python -m pip install -q -e ".[test]"
-	$(BIN)/python -m pip install -q -e ".[ladder]" || echo "note: the [ladder] extra (cffi, cython, pythran, warp-lang) is not installable here; those backends will report why"
+	$(PIP) --upgrade pip
+	$(PIP) "$(TORCH)" || echo "note: $(TORCH) not installable here; the torch backends will report why"
+	$(PIP) -e ".[test,peers]" || $(PIP) -e ".[test]"
+	$(PIP) -e ".[ladder]" || echo "note: the [ladder] extra (cffi, cython, pythran, warp-lang) is not installable here; those backends will report why"
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -4,13 +4,13 @@ its ``fexp``, which lives in ``backends/_numba_exp.py`` and is re-exported here)
 One source: each SPEC step is written once below, as a small ``@njit(inline="always")`` helper,
 for each of the two tile layouts at most (docs/performance.md has the measurements):
 
-* forward hidden    ``forward_rows`` / ``forward_cols`` (pre-activations), then ``sigmoid_flat``
+* forward hidden    ``_forward_rows`` / ``_forward_cols`` (pre-activations), then ``sigmoid_flat``
                     (in the tiled kernels through ``sigmoid_tile``, a call: see there; inlined in the
                     small kernel)
 * output + loss     ``output_delta`` (SPEC 1-4 for one output value), looped by ``output_rows`` /
                     ``output_cols``
 * hidden delta      ``hidden_delta`` (SPEC 5 for one value), looped by ``delta_rows`` / ``delta_cols``
-* gradients         ``acc_rows`` / ``acc_cols``; ``backward_rows`` / ``backward_cols`` fuse SPEC 5
+* gradients         ``acc_rows`` / ``acc_cols``; ``_backward_rows`` / ``_backward_cols`` fuse SPEC 5
                     with both gradient sums into one pass over the tile when D and O are small
 * update            ``update`` (W += alpha * the gradient summed over chunks, after every chunk,
                     so the hidden delta used W1 from before the update; it also re-zeroes the
@@ -19,12 +19,12 @@ for each of the two tile layouts at most (docs/performance.md has the measuremen
 ``train_kernel`` composes them into five regimes, each a factory of one ``@njit`` closure: the
 2-layer net (``_train_net1``: ``output_rows`` + ``acc_rows`` + ``update`` over the whole batch --
 its one layer is an output layer with A = X), small 3-layer problems (``_train_small``, N*H <=
-SMALL_WORK and fewer than COLUMN_MIN_BATCH rows: ``tile_rows`` over the whole batch as one tile),
-the tiled loop on one thread (``_train_serial``: ``chunk_rows`` or ``chunk_cols`` over every
-tile), the parallel one (``_train_parallel``: ``prange`` over fixed chunks of tiles, one
+SMALL_WORK and fewer than COLUMN_MIN_BATCH rows: ``_tile_rows`` over the whole batch as one tile),
+the tiled loop on one thread (``_train_serial``: ``_chunk`` of ``_tile_rows`` or ``_tile_cols``
+over every tile), the parallel one (``_train_parallel``: ``prange`` over fixed chunks of tiles, one
 accumulator set per chunk) and the hidden split
 (``_train_hidden``: the batch one row tile, ``prange`` over fixed chunks of hidden units, each
-chunk's ``forward_rows``, ``sigmoid_tile``, ``partial_rows``, ``backward_rows`` and ``update``
+chunk's ``_forward_rows``, ``sigmoid_tile``, ``partial_rows``, ``_backward_rows`` and ``update``
 on its own units; for batches of fewer tiles than threads).
 
 Tiles. The batch is streamed in tiles of T rows whose activations (T*H values) stay in L1/L2;
@@ -38,28 +38,33 @@ only the innermost loop, so the two loop orders stay two.
 
 Specialisation instead of hand-unrolled paths. D, O, the layout and the form (``fuse``: D and O
 <= FUSE_MAX) are closure variables of each kernel, and so compile-time constants; small kernels
-(``small_problem``) also fix H. The helpers take them as arguments and are inlined at Numba IR
-level, where Numba prunes the branches on constant flags (``if cols``, ``if fuse``) before
+(``small_problem``) also fix H. The helpers take the sizes as arguments and are inlined at Numba
+IR level, where Numba prunes the branches on constant flags (``if cols``, ``if fuse``) before
 typing -- each kernel compiles one layout and one form -- and LLVM sees constant trip counts for
 ``range(D)``, ``range(O)`` (and ``range(H)`` when small), which it unrolls: at 4 x 4 the
 iteration is unrolled over d, o and h, about twice as fast as the old scalar small-problem
 kernel. (Without the IR-level inlining LLVM kept the helpers as calls, with a refcount pair per
 array argument: 4x slower at 4 x 4.) A helper is inlined with everything it calls, both sides of
-a flag included (its flags are arguments when its own IR is built); only the kernel's own
-branches are pruned before its calls are inlined. So the kernels choose the layout themselves
-(``chunk_rows`` or ``chunk_cols``, each made by ``_chunk``): with one ``chunk`` inlining both
-tile layouts a tiled kernel compiled in 9-13 s instead of 4-6 s (2-core Zen 3; Numba's inliner
-deep-copies each callee's IR), for the same LLVM IR. Where a loop needs one running sum per
-input or output (the column layout's fused backward pass), the sums live in a UniTuple of length
-D or O (``_filled`` + ``tuple_setitem``, the tuples DT, OT giving the length), which LLVM keeps
-in registers once the loops are unrolled: the code of the old hand-written
-D=3/O=1 path. Above FUSE_MAX the fused forms would not unroll, so the multi-pass forms are used
-(``forward_*`` d-outer, ``acc_*`` + ``delta_*``). The kernels read the ``Net`` and ``Work``
+a flag that is an argument included (only constants -- a closure's own cells -- are pruned when
+a function's IR is built, before its calls are inlined). So the layout and the form are never
+arguments: the helpers that have two forms are factories whose form is a cell
+(``_forward_rows(fuse)``, ``_backward_cols(fuse)``, ``_tile_rows(forward, backward)``,
+``_chunk(tile)``), made once per (layout, form) below (``chunk_cols_fused``,
+``tile_rows_multi``, ...), and each kernel picks one under its own ``if cols`` / ``if fuse``.
+With one ``chunk`` inlining both tile layouts a tiled kernel compiled in 9-13 s instead of 4-6 s,
+and with both forms in each 4-6 s instead of 3-4.5 s (2-core Zen 3; Numba's inliner deep-copies
+each callee's IR), for the same LLVM IR. Where a loop needs one running sum per input or output
+(the column layout's fused backward pass), the sums live in a UniTuple of length D or O
+(``_filled`` + ``tuple_setitem``, the tuples DT, OT giving the length), which LLVM keeps in
+registers once the loops are unrolled: the code of the old hand-written D=3/O=1 path. Above
+FUSE_MAX the fused forms would not unroll, so the multi-pass forms are used (``_forward_*``
+d-outer, ``acc_*`` + ``delta_*``). The kernels read the ``Net`` and ``Work``
 tuples' fields once, before the loop: a field read inside it costs a refcount pair.
 
 Disk cache. Numba caches a closure under a key that hashes its cells' values (pickled). The
-kernels' cells therefore hold only ints, bools and tuples of ints: the helpers are module-level
-globals, never captured. (A captured dispatcher pickles with a per-process random UUID, so the
+kernels' cells therefore hold only ints, bools and tuples of ints: the helpers they call are
+module-level globals, never captured (a helper's own cells may hold the helpers it is made of: it
+is inlined, never cached itself). (A captured dispatcher pickles with a per-process random UUID, so the
 key would differ in every process and the cache would never hit.) Each specialisation is its own
 entry in the one index file of its closure; tests/test_numba_cpu.py checks a second process
 loads every kernel. ``KERNELS`` holds every kernel made in this process, for ``compilations()``.
@@ -160,44 +165,50 @@ def sigmoid_tile(buf, n, one):
     sigmoid_flat(buf, n, one)
 
 
-@njit(**STEP)
-def forward_rows(A, X, W0, rows, H, D, fuse):
-    """A[t, :] = X[:, t] @ W0 (pre-activations), vectorised over h."""
-    for t in range(rows):
-        if fuse:
-            for h in range(H):
-                z = X[0, t] * W0[0, h]
-                for d in range(1, D):
-                    z += X[d, t] * W0[d, h]
-                A[t, h] = z
-        else:
-            x = X[0, t]
-            for h in range(H):
-                A[t, h] = x * W0[0, h]
-            for d in range(1, D):
-                x = X[d, t]
+def _forward_rows(fuse):
+    @njit(**STEP)
+    def forward_rows(A, X, W0, rows, H, D):
+        """A[t, :] = X[:, t] @ W0 (pre-activations), vectorised over h."""
+        for t in range(rows):
+            if fuse:
                 for h in range(H):
-                    A[t, h] += x * W0[d, h]
-
-
-@njit(**STEP)
-def forward_cols(A, X, W0, rows, H, D, fuse):
-    """A[h, :] = W0[:, h] @ X (pre-activations), vectorised over the tile's rows."""
-    for h in range(H):
-        if fuse:
-            for t in range(rows):
-                z = W0[0, h] * X[0, t]
+                    z = X[0, t] * W0[0, h]
+                    for d in range(1, D):
+                        z += X[d, t] * W0[d, h]
+                    A[t, h] = z
+            else:
+                x = X[0, t]
+                for h in range(H):
+                    A[t, h] = x * W0[0, h]
                 for d in range(1, D):
-                    z += W0[d, h] * X[d, t]
-                A[h, t] = z
-        else:
-            w = W0[0, h]
-            for t in range(rows):
-                A[h, t] = w * X[0, t]
-            for d in range(1, D):
-                w = W0[d, h]
+                    x = X[d, t]
+                    for h in range(H):
+                        A[t, h] += x * W0[d, h]
+
+    return forward_rows
+
+
+def _forward_cols(fuse):
+    @njit(**STEP)
+    def forward_cols(A, X, W0, rows, H, D):
+        """A[h, :] = W0[:, h] @ X (pre-activations), vectorised over the tile's rows."""
+        for h in range(H):
+            if fuse:
                 for t in range(rows):
-                    A[h, t] += w * X[d, t]
+                    z = W0[0, h] * X[0, t]
+                    for d in range(1, D):
+                        z += W0[d, h] * X[d, t]
+                    A[h, t] = z
+            else:
+                w = W0[0, h]
+                for t in range(rows):
+                    A[h, t] = w * X[0, t]
+                for d in range(1, D):
+                    w = W0[d, h]
+                    for t in range(rows):
+                        A[h, t] += w * X[d, t]
+
+    return forward_cols
 
 
 @njit(**STEP)
@@ -297,143 +308,169 @@ def delta_cols(A, W1t, d2, rows, H, O, one):  # noqa: E741
             A[h, t] = hidden_delta(b, A[h, t], one)
 
 
-@njit(**STEP)
-def backward_rows(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # noqa: E741
-    """SPEC 5-6 into the accumulators: g1 += a1.T @ d2 (as O x H), d1, g0 += X.T @ d1.
+def _backward_rows(fuse):
+    @njit(**STEP)
+    def backward_rows(A, X, W1t, d2, g0, g1, rows, H, D, O, DT, OT, one):  # noqa: E741
+        """SPEC 5-6 into the accumulators: g1 += a1.T @ d2 (as O x H), d1, g0 += X.T @ d1.
 
-    Fused: one pass over the tile, four rows at a time, the four rows' d2 and X values held in
-    tuples (registers) across the pass. Otherwise three passes (d1 in place of a1)."""
-    if not fuse:
-        acc_rows(g1, d2, A, rows, O, H)
-        delta_rows(A, W1t, d2, rows, H, O, one)
-        acc_rows(g0, X, A, rows, D, H)
-        return
-    zero = one - one
-    R4 = rows - rows % 4
-    for t in range(0, R4, 4):
-        e0 = e1 = e2 = e3 = _filled(zero, OT)
-        for o in range(O):
-            e0 = tuple_setitem(e0, o, d2[o, t])
-            e1 = tuple_setitem(e1, o, d2[o, t + 1])
-            e2 = tuple_setitem(e2, o, d2[o, t + 2])
-            e3 = tuple_setitem(e3, o, d2[o, t + 3])
-        x0 = x1 = x2 = x3 = _filled(zero, DT)
-        for d in range(D):
-            x0 = tuple_setitem(x0, d, X[d, t])
-            x1 = tuple_setitem(x1, d, X[d, t + 1])
-            x2 = tuple_setitem(x2, d, X[d, t + 2])
-            x3 = tuple_setitem(x3, d, X[d, t + 3])
-        for h in range(H):
-            a0 = A[t, h]
-            a1 = A[t + 1, h]
-            a2 = A[t + 2, h]
-            a3 = A[t + 3, h]
-            b0 = b1 = b2 = b3 = zero
+        Fused: one pass over the tile, four rows at a time, the four rows' d2 and X values held in
+        tuples (registers) across the pass. Otherwise three passes (d1 in place of a1)."""
+        if not fuse:
+            acc_rows(g1, d2, A, rows, O, H)
+            delta_rows(A, W1t, d2, rows, H, O, one)
+            acc_rows(g0, X, A, rows, D, H)
+            return
+        zero = one - one
+        R4 = rows - rows % 4
+        for t in range(0, R4, 4):
+            e0 = e1 = e2 = e3 = _filled(zero, OT)
             for o in range(O):
-                g1[o, h] += (e0[o] * a0 + e1[o] * a1) + (e2[o] * a2 + e3[o] * a3)
-                w = W1t[o, h]
-                b0 += e0[o] * w
-                b1 += e1[o] * w
-                b2 += e2[o] * w
-                b3 += e3[o] * w
-            q0 = hidden_delta(b0, a0, one)
-            q1 = hidden_delta(b1, a1, one)
-            q2 = hidden_delta(b2, a2, one)
-            q3 = hidden_delta(b3, a3, one)
+                e0 = tuple_setitem(e0, o, d2[o, t])
+                e1 = tuple_setitem(e1, o, d2[o, t + 1])
+                e2 = tuple_setitem(e2, o, d2[o, t + 2])
+                e3 = tuple_setitem(e3, o, d2[o, t + 3])
+            x0 = x1 = x2 = x3 = _filled(zero, DT)
             for d in range(D):
-                g0[d, h] += (x0[d] * q0 + x1[d] * q1) + (x2[d] * q2 + x3[d] * q3)
-    for t in range(R4, rows):
+                x0 = tuple_setitem(x0, d, X[d, t])
+                x1 = tuple_setitem(x1, d, X[d, t + 1])
+                x2 = tuple_setitem(x2, d, X[d, t + 2])
+                x3 = tuple_setitem(x3, d, X[d, t + 3])
+            for h in range(H):
+                a0 = A[t, h]
+                a1 = A[t + 1, h]
+                a2 = A[t + 2, h]
+                a3 = A[t + 3, h]
+                b0 = b1 = b2 = b3 = zero
+                for o in range(O):
+                    g1[o, h] += (e0[o] * a0 + e1[o] * a1) + (e2[o] * a2 + e3[o] * a3)
+                    w = W1t[o, h]
+                    b0 += e0[o] * w
+                    b1 += e1[o] * w
+                    b2 += e2[o] * w
+                    b3 += e3[o] * w
+                q0 = hidden_delta(b0, a0, one)
+                q1 = hidden_delta(b1, a1, one)
+                q2 = hidden_delta(b2, a2, one)
+                q3 = hidden_delta(b3, a3, one)
+                for d in range(D):
+                    g0[d, h] += (x0[d] * q0 + x1[d] * q1) + (x2[d] * q2 + x3[d] * q3)
+        for t in range(R4, rows):
+            for h in range(H):
+                a0 = A[t, h]
+                b0 = a0 - a0
+                for o in range(O):
+                    e0 = d2[o, t]
+                    g1[o, h] += e0 * a0
+                    b0 += e0 * W1t[o, h]
+                q0 = hidden_delta(b0, a0, one)
+                for d in range(D):
+                    g0[d, h] += X[d, t] * q0
+
+    return backward_rows
+
+
+def _backward_cols(fuse):
+    @njit(**STEP)
+    def backward_cols(A, X, W1t, d2, g0, g1, rows, H, D, O, DT, OT, one):  # noqa: E741
+        """SPEC 5-6 into the accumulators, column layout. Fused: per h one pass over the tile's rows
+        with D + O running sums (tuples of zeros as long as DT, OT). Otherwise three passes."""
+        if not fuse:
+            acc_cols(g1, d2, A, rows, O, H)
+            delta_cols(A, W1t, d2, rows, H, O, one)
+            acc_cols(g0, X, A, rows, D, H)
+            return
+        zero = one - one  # a zero of the tile's dtype (an int literal would promote float32)
         for h in range(H):
-            a0 = A[t, h]
-            b0 = a0 - a0
-            for o in range(O):
-                e0 = d2[o, t]
-                g1[o, h] += e0 * a0
-                b0 += e0 * W1t[o, h]
-            q0 = hidden_delta(b0, a0, one)
-            for d in range(D):
-                g0[d, h] += X[d, t] * q0
-
-
-@njit(**STEP)
-def backward_cols(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # noqa: E741
-    """SPEC 5-6 into the accumulators, column layout. Fused: per h one pass over the tile's rows
-    with D + O running sums (tuples of zeros as long as DT, OT). Otherwise three passes."""
-    if not fuse:
-        acc_cols(g1, d2, A, rows, O, H)
-        delta_cols(A, W1t, d2, rows, H, O, one)
-        acc_cols(g0, X, A, rows, D, H)
-        return
-    zero = one - one  # a zero of the tile's dtype (an int literal would promote float32)
-    for h in range(H):
-        s1 = _filled(zero, OT)
-        s0 = _filled(zero, DT)
-        for t in range(rows):
-            a = A[h, t]
-            b = zero
-            for o in range(O):
-                e = d2[o, t]
-                s1 = tuple_setitem(s1, o, s1[o] + a * e)
-                b += e * W1t[o, h]
-            q = hidden_delta(b, a, one)
-            for d in range(D):
-                s0 = tuple_setitem(s0, d, s0[d] + X[d, t] * q)
-        for o in range(O):
-            g1[o, h] += s1[o]
-        for d in range(D):
-            g0[d, h] += s0[d]
-
-
-@njit(**STEP)
-def tile_rows(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one, small=False):  # noqa: E741
-    """Forward and backward of one tile of the 3-layer net, row layout (A is T x H over the flat
-    buffer Af); adds its gradients to g0 (D x H) and g1 (O x H); returns sum |err|. ``small``
-    (a constant of the small kernel) keeps the sigmoid loop inlined, where H is a constant and a
-    call per iteration would cost more than the loop (4 x 4: 0.17 against 0.14 us per iteration)."""
-    forward_rows(A, X, W0, rows, H, D, fuse)
-    if small:
-        sigmoid_flat(Af, rows * H, one)
-    else:
-        sigmoid_tile(Af, rows * H, one)
-    loss = output_rows(A, W1t, y, d2, rows, H, O, one)
-    backward_rows(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
-    return loss
-
-
-@njit(**STEP)
-def tile_cols(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one):  # noqa: E741
-    """The same tile in column layout (A is H x T over Af)."""
-    forward_cols(A, X, W0, rows, H, D, fuse)
-    if rows == A.shape[1]:
-        sigmoid_tile(Af, H * rows, one)
-    else:
-        for h in range(H):
+            s1 = _filled(zero, OT)
+            s0 = _filled(zero, DT)
             for t in range(rows):
-                A[h, t] = sigmoid(A[h, t], one)
-    loss = output_cols(A, W1t, y, d2, rows, H, O, one)
-    backward_cols(A, X, W1t, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
-    return loss
+                a = A[h, t]
+                b = zero
+                for o in range(O):
+                    e = d2[o, t]
+                    s1 = tuple_setitem(s1, o, s1[o] + a * e)
+                    b += e * W1t[o, h]
+                q = hidden_delta(b, a, one)
+                for d in range(D):
+                    s0 = tuple_setitem(s0, d, s0[d] + X[d, t] * q)
+            for o in range(O):
+                g1[o, h] += s1[o]
+            for d in range(D):
+                g0[d, h] += s0[d]
+
+    return backward_cols
+
+
+def _tile_rows(forward, backward):
+    """``tile_rows_fused`` / ``tile_rows_multi``: one row-layout tile, with one form of the steps."""
+
+    @njit(**STEP)
+    def tile_rows(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, DT, OT, one, small=False):  # noqa: E741
+        """Forward and backward of one tile of the 3-layer net, row layout (A is T x H over the flat
+        buffer Af); adds its gradients to g0 (D x H) and g1 (O x H); returns sum |err|. ``small``
+        (a constant of the small kernel) keeps the sigmoid loop inlined, where H is a constant and
+        a call per iteration would cost more than the loop (4 x 4: 0.17 against 0.14 us per
+        iteration)."""
+        forward(A, X, W0, rows, H, D)
+        if small:
+            sigmoid_flat(Af, rows * H, one)
+        else:
+            sigmoid_tile(Af, rows * H, one)
+        loss = output_rows(A, W1t, y, d2, rows, H, O, one)
+        backward(A, X, W1t, d2, g0, g1, rows, H, D, O, DT, OT, one)
+        return loss
+
+    return tile_rows
+
+
+def _tile_cols(forward, backward):
+    """``tile_cols_fused`` / ``tile_cols_multi``: one column-layout tile, with one form of the steps."""
+
+    @njit(**STEP)
+    def tile_cols(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, DT, OT, one):  # noqa: E741
+        """The same tile in column layout (A is H x T over Af)."""
+        forward(A, X, W0, rows, H, D)
+        if rows == A.shape[1]:
+            sigmoid_tile(Af, H * rows, one)
+        else:
+            for h in range(H):
+                for t in range(rows):
+                    A[h, t] = sigmoid(A[h, t], one)
+        loss = output_cols(A, W1t, y, d2, rows, H, O, one)
+        backward(A, X, W1t, d2, g0, g1, rows, H, D, O, DT, OT, one)
+        return loss
+
+    return tile_cols
 
 
 def _chunk(tile):
-    """``chunk_rows`` / ``chunk_cols``: the loop over a chunk's tiles, for one layout's ``tile``."""
+    """``chunk_rows_fused`` etc.: the loop over a chunk's tiles, for one layout and form's ``tile``."""
 
     @njit(**STEP)
-    def chunk(X, y, W0, W1t, N, A, Af, d2, g0, g1, c0, c1, H, D, O, fuse, DT, OT, one):  # noqa: E741
+    def chunk(X, y, W0, W1t, N, A, Af, d2, g0, g1, c0, c1, H, D, O, DT, OT, one):  # noqa: E741
         """Tiles c0 .. c1-1 of X and y (tile-major) added to the accumulators g0 (D x H), g1 (O x H);
         returns sum |err|."""
         T = X.shape[2]
         loss = 0.0
         for c in range(c0, c1):
             rows = min(T, N - c * T)
-            loss += tile(X[c], y[c], W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, fuse, DT, OT, one)
+            loss += tile(X[c], y[c], W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, DT, OT, one)
         return loss
 
     return chunk
 
 
-chunk_rows = _chunk(tile_rows)
-chunk_cols = _chunk(tile_cols)
+# Each (layout, form) its own helper, made from the one source above: a kernel picks one under its
+# own ``if cols`` / ``if fuse``, which Numba prunes before inlining (see the top).
+forward_rows_fused, forward_rows_multi = _forward_rows(True), _forward_rows(False)
+forward_cols_fused, forward_cols_multi = _forward_cols(True), _forward_cols(False)
+backward_rows_fused, backward_rows_multi = _backward_rows(True), _backward_rows(False)
+backward_cols_fused, backward_cols_multi = _backward_cols(True), _backward_cols(False)
+tile_rows_fused = _tile_rows(forward_rows_fused, backward_rows_fused)
+tile_rows_multi = _tile_rows(forward_rows_multi, backward_rows_multi)
+chunk_rows_fused, chunk_rows_multi = _chunk(tile_rows_fused), _chunk(tile_rows_multi)
+chunk_cols_fused = _chunk(_tile_cols(forward_cols_fused, backward_cols_fused))
+chunk_cols_multi = _chunk(_tile_cols(forward_cols_multi, backward_cols_multi))
 
 
 @njit(**STEP)
@@ -578,7 +615,10 @@ def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
         g0 = G0[0]
         g1 = G1[0]
         for it in range(iterations):
-            loss = tile_rows(X0, y0, W0, W1t, A, Af, d20, g0, g1, N, HS, D, O, fuse, DT, OT, one, True)
+            if fuse:
+                loss = tile_rows_fused(X0, y0, W0, W1t, A, Af, d20, g0, g1, N, HS, D, O, DT, OT, one, True)
+            else:
+                loss = tile_rows_multi(X0, y0, W0, W1t, A, Af, d20, g0, g1, N, HS, D, O, DT, OT, one, True)
             if log_every > 0 and it % log_every == 0:
                 losses[it // log_every] = loss * scale
             update(W1t, G1, 1, O, HS, alpha)
@@ -605,10 +645,14 @@ def _train_serial(D, O, cols, fuse, DT, OT):  # noqa: E741
         g0 = G0[0]
         g1 = G1[0]
         for it in range(iterations):
-            if cols:
-                loss = chunk_cols(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, fuse, DT, OT, one)
+            if cols and fuse:
+                loss = chunk_cols_fused(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, DT, OT, one)
+            elif cols:
+                loss = chunk_cols_multi(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, DT, OT, one)
+            elif fuse:
+                loss = chunk_rows_fused(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, DT, OT, one)
             else:
-                loss = chunk_rows(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, fuse, DT, OT, one)
+                loss = chunk_rows_multi(X, y, W0, W1t, N, A, Af, d20, g0, g1, 0, ntiles, H, D, O, DT, OT, one)
             if log_every > 0 and it % log_every == 0:
                 losses[it // log_every] = loss * scale
             update(W1t, G1, 1, O, H, alpha)
@@ -637,13 +681,21 @@ def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
                 c1 = min(c0 + per, ntiles)
                 Af = Abuf[c]
                 A = tile_views(Af, H, T, cols)
-                if cols:
-                    closs[c] = chunk_cols(
-                        X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, fuse, DT, OT, one
+                if cols and fuse:
+                    closs[c] = chunk_cols_fused(
+                        X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, DT, OT, one
+                    )
+                elif cols:
+                    closs[c] = chunk_cols_multi(
+                        X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, DT, OT, one
+                    )
+                elif fuse:
+                    closs[c] = chunk_rows_fused(
+                        X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, DT, OT, one
                     )
                 else:
-                    closs[c] = chunk_rows(
-                        X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, fuse, DT, OT, one
+                    closs[c] = chunk_rows_multi(
+                        X, y, W0, W1t, N, A, Af, d2[c], G0[c], G1[c], c0, c1, H, D, O, DT, OT, one
                     )
             if log_every > 0 and it % log_every == 0:
                 loss = 0.0
@@ -694,11 +746,17 @@ def _train_hidden(D, O, fuse, DT, OT):  # noqa: E741
                 if it > 0:
                     g0 = G0[c][: D * hc].reshape((1, D, hc))
                     g1 = G1[c][: O * hc].reshape((1, O, hc))
-                    backward_rows(A, X0, W1c, e, g0[0], g1[0], N, hc, D, O, fuse, DT, OT, one)
+                    if fuse:
+                        backward_rows_fused(A, X0, W1c, e, g0[0], g1[0], N, hc, D, O, DT, OT, one)
+                    else:
+                        backward_rows_multi(A, X0, W1c, e, g0[0], g1[0], N, hc, D, O, DT, OT, one)
                     update(W1c, g1, 1, O, hc, alpha)
                     update(W0c, g0, 1, D, hc, alpha)
                 if it < iterations:
-                    forward_rows(A, X0, W0c, N, hc, D, fuse)
+                    if fuse:
+                        forward_rows_fused(A, X0, W0c, N, hc, D)
+                    else:
+                        forward_rows_multi(A, X0, W0c, N, hc, D)
                     sigmoid_tile(Af, N * hc, one)
                     partial_rows(A, W1c, d2[c], N, hc, O)
             if it == iterations:

@@ -4,7 +4,7 @@ The CUDA simulator that ``make test`` uses runs the kernels as Python threads: i
 compute, not that the real CUDA target accepts them. This module compiles them with the real
 toolchain -- NVVM (numba-cuda) or MLIR (numba-cuda-mlir) to PTX, then nvJitLink's ptxas to
 machine code for each architecture, linking the device runtime where a kernel syncs its grid --
-and reports the registers, spills and stack frame of every kernel. It needs the CUDA toolchain
+and reports the registers, spills and stack frame of every kernel, and whether it syncs its grid. It needs the CUDA toolchain
 wheels of ``numba-cuda[cu13]`` (a project dependency), neither a driver nor a GPU.
 
     python -m harness.cuda_ptx                   # table for the default architectures
@@ -34,6 +34,9 @@ from backends._cuda_compiler import COMPILERS, import_cuda
 DEFAULT_ARCHS = ((7, 5), (8, 0), (8, 9), (9, 0))
 #: (D, O) specialisations compiled: the seed/sweep shape and a wider one.
 DEFAULT_WIDTHS = ((3, 1), (5, 3))
+#: The device runtime's grid sync, called in the PTX of a kernel that syncs its whole grid (and so
+#: must be launched cooperatively); each record says whether its kernel's PTX calls it.
+GRID_SYNC = "cudaCGSynchronize"
 
 
 @contextlib.contextmanager
@@ -75,7 +78,7 @@ def _ptxas(ptx: str, cc: tuple[int, int]) -> str:
     try:
         data = ptx.encode()
         nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "kernel")
-        if "cudaCGSynchronize" in ptx:  # a grid sync: the device runtime implements it
+        if GRID_SYNC in ptx:  # a grid sync: the device runtime implements it
             from cuda.pathfinder import find_static_lib
 
             nvjitlink.add_file(handle, nvjitlink.InputType.LIBRARY, find_static_lib("cudadevrt"))
@@ -138,7 +141,7 @@ def compile_kernels(cc: tuple[int, int], dtype: str, D: int = 3, O: int = 1, nam
                 record = {"compiler": compiler, "version": version(compiler), "kernel": name, "dtype": dtype,
                           "arch": f"sm_{cc[0]}{cc[1]}", "D": D, "O": O}  # fmt: skip
                 record.update(launch_bound=spec.bound, min_blocks=spec.min_blocks)
-                record.update(_resources(_ptxas(ptx, cc)))
+                record.update(_resources(_ptxas(ptx, cc)), grid_sync=GRID_SYNC in ptx)
                 records.append(record)
         finally:
             fresh()  # leave no device function compiled for a foreign architecture behind
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row))
         return 0
     head = ("compiler", "arch", "dtype", "D", "O", "kernel", "launch_bound", "min_blocks", "registers", "spill_stores",
-            "spill_loads", "stack")  # fmt: skip
+            "spill_loads", "stack", "grid_sync")  # fmt: skip
     width = {h: max(len(h), *(len(str(r[h])) for r in rows)) for h in head}
     print("  ".join(f"{h:>{width[h]}}" for h in head))
     for row in rows:

@@ -719,10 +719,11 @@ def test_launch_argument_types_match_the_signatures(monkeypatch, dtype):
 @pytest.mark.slow
 def test_xor3_full_run_reproduces_published_losses():
     """60000 iterations on the one-block kernel, to the last printed digit. Under the simulator the
-    first 20001 (three published losses: 0, 10000, 20000): the simulator runs the same kernel code
-    in Python threads with NumPy's arithmetic, not libdevice's, so the remaining 40000 iterations
-    (~80 s of CI) would show nothing the first 20001 do not; `make gpu-check` runs all 60000."""
-    iterations = 20001 if backend.SIMULATED else 60000
+    first 10001 (two published losses: 0 and 10000): the simulator runs the same kernel code in
+    Python threads with NumPy's arithmetic, not libdevice's, so the remaining 50000 iterations
+    (~30 s of one core per 10000) would show nothing the first 10001 do not; `make gpu-check`
+    runs all 60000."""
+    iterations = 10001 if backend.SIMULATED else 60000
     result = train(usable("numba-cuda"), xor3(), iterations, 10000)
     assert_xor3_published(result.losses, prefix=backend.SIMULATED)
     assert max_relative_error(result, reference_result(xor3(), iterations, 10000)) <= TOLERANCE["float64"]
