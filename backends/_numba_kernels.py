@@ -215,13 +215,16 @@ def _forward_cols(fuse):
 def output_rows(A, W, y, d2, rows, H, O, one):  # noqa: E741
     """SPEC 1-4 for the output layer, row by row: z = A[t, :] @ W[o, :], d2[o, t]; returns sum |err|.
     (Also the whole 2-layer net, with A = X, H = D and W = W0.T.)"""
-    loss = 0.0
     for t in range(rows):
         for o in range(O):
             z = A[t, 0] * W[o, 0]
             for h in range(1, H):
                 z += A[t, h] * W[o, h]
-            err, d2[o, t] = output_delta(z, y[o, t], one)
+            d2[o, t] = z
+    loss = 0.0
+    for o in range(O):
+        for t in range(rows):
+            err, d2[o, t] = output_delta(d2[o, t], y[o, t], one)
             loss += err
     return loss
 

@@ -51,16 +51,23 @@ static inline void SFX(forward_cols)(REAL *restrict A, const REAL *restrict X, c
     }
 }
 
-/* SPEC 1-4 row by row; A is rows x H (stride H), y and d2 are O x ys. Also the 2-layer net. */
+/* SPEC 1-4 for the row layout; A is rows x H (stride H), y and d2 are O x ys. Also the 2-layer net.
+   The pre-activations (one dot per row) go into d2 first; then the output delta, vectorised over rows. */
 static inline double SFX(output_rows)(const REAL *restrict A, const REAL *restrict W, const REAL *restrict y,
                                       REAL *restrict d2, int64_t rows, int64_t H, int64_t ys) {
-    double loss = 0.0;
     for (int64_t t = 0; t < rows; t++) {
         for (int o = 0; o < NO; o++) {
             REAL z = A[t * H] * W[o * H];
             SIMD_SUM(z)
             for (int64_t h = 1; h < H; h++) z += A[t * H + h] * W[o * H + h];
-            REAL a = SFX(sigmoid)(z);
+            d2[o * ys + t] = z;
+        }
+    }
+    double loss = 0.0;
+    for (int o = 0; o < NO; o++) {
+        SIMD_SUM(loss)
+        for (int64_t t = 0; t < rows; t++) {
+            REAL a = SFX(sigmoid)(d2[o * ys + t]);
             REAL err = y[o * ys + t] - a;
             d2[o * ys + t] = err * a * ((REAL)1 - a);
             loss += fabs(err);
