@@ -33,8 +33,8 @@ PRESETS = {
     # default: timed runs of 20 ms (was 50 ms until the seven effort-ladder backends came: measured
     # under the same load, 6 small points x 15 CPU backends took 63 s instead of 102 s). Sweep
     # budget 400 s: `make bench` from a fresh clone on 2 cores took 10m44s with 500 s (sweep 12:
-    # 522 s of sweep) and 10m25s with 450 s (sweep 13: 467 s of sweep); the venv, the ceilings
-    # and the plots take the other 2-2.6 minutes.
+    # 522 s of sweep), 10m25s with 450 s (sweep 13: 467 s of sweep) and 9m20s with 400 s (417 s of
+    # sweep, 30 points, up to N*H = 2^18); the venv, the ceilings and the plots take the rest.
     "default": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64",), 5, 0.02, 45.0, 400.0),
     "full": Preset(POWERS_OF_4, POWERS_OF_4[:6], ("float64", "float32"), 7, 0.2, 120.0, 4 * 3600.0),
     # For a lent GPU machine: every batch size of the default grid, the hidden widths 4, 64, 1024
