@@ -427,7 +427,8 @@ def _tile_rows(forward, backward):
 
 
 def _tile_cols(forward, backward):
-    """``tile_cols_fused`` / ``tile_cols_multi``: one column-layout tile, with one form of the steps."""
+    """One column-layout tile, with one form of the steps (the tile of ``chunk_cols_fused`` /
+    ``chunk_cols_multi``)."""
 
     @njit(**STEP)
     def tile_cols(X, y, W0, W1t, A, Af, d2, g0, g1, rows, H, D, O, DT, OT, one):  # noqa: E741

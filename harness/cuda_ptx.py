@@ -4,8 +4,9 @@ The CUDA simulator that ``make test`` uses runs the kernels as Python threads: i
 compute, not that the real CUDA target accepts them. This module compiles them with the real
 toolchain -- NVVM (numba-cuda) or MLIR (numba-cuda-mlir) to PTX, then nvJitLink's ptxas to
 machine code for each architecture, linking the device runtime where a kernel syncs its grid --
-and reports the registers, spills and stack frame of every kernel, and whether it syncs its grid. It needs the CUDA toolchain
-wheels of ``numba-cuda[cu13]`` (a project dependency), neither a driver nor a GPU.
+and reports the registers, spills and stack frame of every kernel, and whether it syncs its grid.
+It needs the CUDA toolchain wheels of ``numba-cuda[cu13]`` (a project dependency), neither a
+driver nor a GPU.
 
     python -m harness.cuda_ptx                   # table for the default architectures
     python -m harness.cuda_ptx --arch 9.0 --json
