@@ -21,6 +21,17 @@ from harness.problems import XOR2_PUBLISHED_OUTPUT, XOR3_PUBLISHED_LOSSES, xor2
 XOR2_UPDATES = 9999
 
 
+#: Backends that compile a program per problem shape and dtype (Inductor; XLA with up to 64
+#: iterations unrolled): seconds per new size, however warm the caches. `make test-fast` keeps their
+#: contract checks and their float64 xor2 seed runs; the full suite (`make test`, CI) runs the rest.
+PER_SHAPE_COMPILERS = ("torch-compile", "jax-unrolled")
+
+
+def fast_tier(names: Sequence[str], slow: Sequence[str] = PER_SHAPE_COMPILERS) -> list:
+    """``names`` as pytest parameters, those in ``slow`` marked slow (left out of `make test-fast`)."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
+
+
 def usable(name: str) -> Backend:
     """The backend, or a skip naming why it cannot run here (a missing package, no GPU)."""
     why = backends.availability(name)

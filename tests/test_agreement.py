@@ -17,7 +17,14 @@ import backends
 from backends.base import DEVICES, LEVELS, Backend, Problem, UnsupportedProblem, train
 from harness.agreement import TOLERANCE, case_reference, check, max_relative_error, reference_result
 from harness.problems import Case, scaled, seed_case, validation_cases, xor2
-from tests.helpers import XOR2_UPDATES, assert_xor2_published, assert_xor3_published, usable
+from tests.helpers import (
+    PER_SHAPE_COMPILERS,
+    XOR2_UPDATES,
+    assert_xor2_published,
+    assert_xor3_published,
+    fast_tier,
+    usable,
+)
 
 BACKENDS = backends.names()
 CASES = validation_cases(quick=True)
@@ -25,9 +32,19 @@ SEED_XOR3 = next(c for c in CASES if c.problem.name == "xor3" and c.problem.dtyp
 assert (SEED_XOR3.iterations, SEED_XOR3.log_every) == (60000, 10000)  # the published run
 # The fast tier keeps, per backend and dtype, the seed problems, N = 1 with H = 1, an odd size, 5
 # inputs with 2 outputs and the 2-layer net; the other sizes run in the full suite.
+# The backends that compile per shape keep only the float64 xor2 seed run there (helpers.PER_SHAPE_COMPILERS).
 FAST = {(1, 1), (17, 33), (9, 6), (13, 1), (4, 4), (4, 1)}
-CASE_PARAMS = [pytest.param(c, id=c.label, marks=() if (c.problem.batch, c.problem.sizes[1]) in FAST else pytest.mark.slow)
-               for c in CASES]
+SEED_XOR2 = next(c for c in CASES if c.problem.name == "xor2" and c.problem.dtype == "float64")
+
+
+def _in_fast_tier(name: str, case: Case) -> bool:
+    if name in PER_SHAPE_COMPILERS:
+        return case is SEED_XOR2
+    return (case.problem.batch, case.problem.sizes[1]) in FAST
+
+
+AGREEMENT_PARAMS = [pytest.param(name, c, id=f"{name}-{c.label}", marks=() if _in_fast_tier(name, c) else pytest.mark.slow)
+                    for name in BACKENDS for c in CASES]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -156,8 +173,7 @@ def shorten(case: Case, iterations: int = 12) -> Case:
     return Case(case.problem, min(case.iterations, iterations), max(1, min(case.log_every, iterations // 3)))
 
 
-@pytest.mark.parametrize("case", CASE_PARAMS)
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name,case", AGREEMENT_PARAMS)
 def test_agrees_with_numpy_reference(name, case):
     backend = usable(name)
     if backend.SIMULATED:
@@ -194,7 +210,7 @@ def extreme_problem(dtype: str, scale: float) -> Problem:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", fast_tier(BACKENDS))
 def test_extreme_inputs_saturate_without_nan(name, dtype):
     backend = usable(name)
     problem = extreme_problem(dtype, 50.0)
@@ -210,7 +226,7 @@ def test_extreme_inputs_saturate_without_nan(name, dtype):
     assert max_relative_error(result, reference) <= TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", fast_tier(BACKENDS))
 def test_runs_are_independent_and_resumable(name):
     """prepare() copies: two runs from one problem agree, and the problem's weights are untouched."""
     backend = usable(name)
@@ -230,7 +246,7 @@ def test_runs_are_independent_and_resumable(name):
     ) <= TOLERANCE["float64"]
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", fast_tier(BACKENDS))
 def test_log_every_zero_and_larger_than_run(name):
     backend = usable(name)
     problem = scaled(3, 2, "float64", seed=1)

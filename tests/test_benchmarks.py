@@ -10,14 +10,14 @@ import pytest
 import backends
 from harness.agreement import TOLERANCE, max_relative_error, reference_result
 from harness.problems import scaled
-from tests.helpers import usable
+from tests.helpers import fast_tier, usable
 
 # (batch, hidden, iterations per timed call): small, medium, and a point where BLAS matters.
 POINTS = [(4, 4, 200), (64, 64, 20), (1024, 256, 3)]
 
 
-# torch.compile's first calls take several seconds per shape: the slow tier.
-NAMES = [pytest.param(n, marks=pytest.mark.slow) if n == "torch-compile" else n for n in backends.names()]
+# torch.compile's and jax-unrolled's first calls take seconds per shape: the slow tier.
+NAMES = fast_tier(backends.names())
 
 
 @pytest.mark.parametrize("batch,hidden,iterations", POINTS, ids=[f"N{b}-H{h}" for b, h, _ in POINTS])

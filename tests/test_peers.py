@@ -20,7 +20,7 @@ import backends
 from backends.base import Backend, Problem, train
 from harness.agreement import TOLERANCE, max_relative_error, reference_result
 from harness.problems import scaled
-from tests.helpers import usable
+from tests.helpers import fast_tier, usable
 
 PEERS = ("jax", "jax-unrolled", "torch", "torch-compile", "torch-cudagraph", "cupy", "cupy-fused", "cupy-graph")
 #: backend -> (its optional library, the backend it refines: None for a family's plain one)
@@ -95,9 +95,7 @@ def test_declarations_and_reasons_without_the_libraries():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "torch-compile" else n for n in PEERS]
-)
+@pytest.mark.parametrize("name", fast_tier(PEERS))
 def test_unavailable_backend_says_why(name):
     reason = backends.availability(name)  # torch-compile: one trial compilation
     assert reason is None or (isinstance(reason, str) and reason.strip() and "\n" not in reason)
@@ -106,7 +104,7 @@ def test_unavailable_backend_says_why(name):
 # ----------------------------------------------------------------------------- the loops
 
 
-@pytest.mark.parametrize("name", ["jax", "torch", pytest.param("torch-compile", marks=pytest.mark.slow), "cupy"])
+@pytest.mark.parametrize("name", fast_tier(["jax", "torch", "torch-compile", "cupy"]))
 def test_saturated_sigmoid_gives_exact_zero_and_one(name):
     problem = saturated()
     result = train(usable(name), problem, 50, 10)
