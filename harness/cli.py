@@ -98,6 +98,9 @@ def build_parser() -> Parser:
     bench.add_argument("--threads", type=positive_int, help="threads for every CPU library (default: all cores)")
     bench.add_argument("--fresh", action="store_true", help="rerun points already stored for this commit")
     bench.add_argument("--no-plots", action="store_true")
+    bench.add_argument("--no-ceilings", action="store_true",
+                       help="do not measure the floor's ceilings (seconds before and after the sweep); machine.json "
+                            "keeps those the folder holds for the same fingerprint")  # fmt: skip
     bench.add_argument("--no-progress", action="store_true")
 
     plot = sub.add_parser("plot", help="redraw every figure from stored results (runs no backend)")

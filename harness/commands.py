@@ -234,7 +234,7 @@ def _bench_locked(args, names: list[str], machine: str, directory: Path) -> None
     plan = Plan(preset, names, args.out, machine, threads=args.threads or os.cpu_count(), resume=not args.fresh)
     try:
         bench_and_report(plan, args.preset, args.threads or os.cpu_count(), plots=not args.no_plots,
-                         progress=not args.no_progress)  # fmt: skip
+                         progress=not args.no_progress, ceilings=not args.no_ceilings)  # fmt: skip
     except OSError as exc:  # disk full, folder removed under us: finished points are already on disk
         raise UsageError(f"cannot write results under {directory}: {exc.strerror or exc}") from None
     except results.ResultsError as exc:

@@ -56,22 +56,28 @@ def uses_cuda(names) -> bool:
 
 
 def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int, plots: bool = True,
-                     progress: bool = True, log: Log = _stderr) -> Path:  # fmt: skip
-    """Run every stage for ``plan``; returns the runs.csv written. OSError: results not writable."""
+                     progress: bool = True, log: Log = _stderr, ceilings: bool = True) -> Path:  # fmt: skip
+    """Run every stage for ``plan``; returns the runs.csv written. OSError: results not writable.
+    ``ceilings=False`` (``--no-ceilings``): none measured; machine.json keeps the folder's own for
+    the same fingerprint (``results.merge_machine``)."""
     from harness.fingerprint import fingerprint
 
     directory = plan.out / plan.machine
     extra = {"machine": plan.machine, "preset": preset_name, "threads_requested": threads_requested}
     seconds = 1.0 if preset_name == "quick" else 3.0  # for each measurement of the ceilings
-    try:
-        from harness.floor import best_ceiling, measure_ceilings
+    measure_ceilings = None
+    if ceilings:
+        try:
+            from harness.floor import best_ceiling, measure_ceilings
 
-        extra["ceilings"] = measure_ceilings(seconds_budget=seconds)
-    except ImportError as exc:
-        measure_ceilings = None
-        log(f"note: floor ceilings not measured ({exc})")
-    if uses_cuda(plan.backends):
-        extra["ceilings"] = {**extra.get("ceilings", {}), **gpu_ceilings(log)}
+            extra["ceilings"] = measure_ceilings(seconds_budget=seconds)
+        except ImportError as exc:
+            measure_ceilings = None
+            log(f"note: floor ceilings not measured ({exc})")
+        if uses_cuda(plan.backends):
+            extra["ceilings"] = {**extra.get("ceilings", {}), **gpu_ceilings(log)}
+    else:
+        log("note: floor ceilings not measured (--no-ceilings)")
     info = fingerprint(extra)
     results.write_machine(directory, info, log)
     plan.has_gpu = results.machine_has_gpu(info)

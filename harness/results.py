@@ -563,13 +563,17 @@ def merge_machine(current: dict, fingerprint: dict) -> dict:
     """``fingerprint`` written over the folder's ``current`` machine.json: the folder's keys
     (``FOLDER_KEYS``: imports, notes, earlier fingerprints) are kept unless ``fingerprint`` sets
     them; when the current fingerprint is another (a different commit, library, machine state),
-    it joins ``earlier`` (the newest ``MAX_EARLIER``), so no sweep erases what the folder held."""
+    it joins ``earlier`` (the newest ``MAX_EARLIER``), so no sweep erases what the folder held. A
+    fingerprint without ``ceilings`` (a sweep with ``--no-ceilings``) keeps the folder's ceilings
+    when it is the same fingerprint; another one's stay in ``earlier`` with it."""
     merged = {k: current[k] for k in FOLDER_KEYS if k in current}
     merged.update(fingerprint)
     own = _own(current)
     if own and own != _own(fingerprint) and "earlier" not in fingerprint:
         previous = {k: v for k, v in current.items() if k not in FOLDER_KEYS}
         merged["earlier"] = [*current.get("earlier", []), previous][-MAX_EARLIER:]
+    if own == _own(fingerprint) and "ceilings" in current and "ceilings" not in fingerprint:
+        merged["ceilings"] = current["ceilings"]  # none measured (--no-ceilings): the same fingerprint's stay
     return merged
 
 

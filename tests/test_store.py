@@ -126,10 +126,10 @@ def test_a_second_bench_on_a_locked_folder_is_one_line_and_exit_2(lock_held_else
     assert not (lock_held_elsewhere / "runs.csv").exists() and not (lock_held_elsewhere / "machine.json").exists()
 
 
-@pytest.mark.slow  # two sweeps, each measuring the ceilings
+@pytest.mark.slow  # two sweeps in subprocesses
 def test_two_identical_benches_started_together_store_each_point_once(tmp_path):
     args = ["bench", "--backends", "numpy", "--batch", "4", "--hidden", "4", "--out", str(tmp_path), "--machine", "m",
-            "--no-plots", "--no-progress", "--preset", "quick"]  # fmt: skip
+            "--no-plots", "--no-progress", "--no-ceilings", "--preset", "quick"]  # fmt: skip
     procs = [subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
     outs = [p.communicate(timeout=300) for p in procs]
@@ -303,12 +303,12 @@ def test_the_reader_skips_an_unterminated_last_line_even_when_it_parses(tmp_path
     assert rows == point(repeats=1) and bad == [3]
 
 
-@pytest.mark.slow  # two sweeps, each measuring the ceilings
+@pytest.mark.slow  # two sweeps in subprocesses
 def test_bench_after_a_crash_cut_the_last_line(tmp_path):
     """The issue's example: a sweep, `truncate -s -40`, then `--hidden 4,8`: a warning naming the
     file the fragment went to, every point whole (3 repeats each), no line glued."""
     args = ["bench", "--backends", "numpy", "--batch", "4", "--out", str(tmp_path), "--machine", "m", "--no-plots",
-            "--no-progress", "--preset", "quick"]  # fmt: skip
+            "--no-progress", "--no-ceilings", "--preset", "quick"]  # fmt: skip
     assert cli(*args, "--hidden", "4").returncode == 0
     runs = tmp_path / "m" / "runs.csv"
     runs.write_bytes(runs.read_bytes()[:-40])
@@ -551,6 +551,21 @@ def test_a_sweep_keeps_the_folder_s_imports_notes_and_earlier_fingerprints(tmp_p
     assert merged["schema_version"] == results.SCHEMA_VERSION
 
 
+def test_a_sweep_without_ceilings_keeps_the_same_fingerprint_s(tmp_path):
+    """``bench --no-ceilings`` writes a fingerprint without ceilings: the folder's stay when it is
+    the same fingerprint, and go to ``earlier`` with it when it is another; none is lost."""
+    target = tmp_path / "m"
+    target.mkdir()
+    results.write_machine(target, _fingerprint(ceilings={"bytes_per_s": 2.0}), **QUIET)
+    results.write_machine(target, _fingerprint(), **QUIET)  # the same machine state, nothing measured
+    assert results.read_machine(target)["ceilings"] == {"bytes_per_s": 2.0}
+    results.write_machine(target, _fingerprint(commit="beef"), **QUIET)  # another commit, nothing measured
+    merged = results.read_machine(target)
+    assert "ceilings" not in merged and merged["earlier"][-1]["ceilings"] == {"bytes_per_s": 2.0}
+    results.write_machine(target, _fingerprint(commit="beef", ceilings={"bytes_per_s": 3.0}), **QUIET)
+    assert results.read_machine(target)["ceilings"] == {"bytes_per_s": 3.0}  # measured: the new ones
+
+
 @pytest.mark.slow  # a sweep, measuring the ceilings
 def test_bench_after_import_results_keeps_the_import(tmp_path):
     source = _source(tmp_path / "src", point())
@@ -561,6 +576,7 @@ def test_bench_after_import_results_keeps_the_import(tmp_path):
     merged = results.read_machine(tmp_path / "m")
     assert merged["imported"][0]["note"] == "n1" and merged["earlier"][0]["cpu"] == "Test CPU"
     assert merged["cpu"] != "Test CPU"
+    assert merged["ceilings"]["bytes_per_s"] > 0 and merged["ceilings"]["sigmoid_latency_s_float64"] > 0
 
 
 # ----------------------------------------------------------------------------- 6. errors before work, signals
@@ -630,7 +646,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
 def test_a_signalled_sweep_keeps_its_finished_points_and_leaves_no_process(tmp_path, signum):
     args = ["bench", "--preset", "quick", "--backends", "fake-slow,numpy", "--batch", "1,2,3,4,5,6", "--hidden", "2",
-            "--out", str(tmp_path), "--machine", "m", "--no-plots", "--no-progress", "--threads", "1"]  # fmt: skip
+            "--out", str(tmp_path), "--machine", "m", "--no-plots", "--no-progress", "--no-ceilings", "--threads", "1"]  # fmt: skip
     env = {**os.environ, backends.PLUGIN_VARIABLE: plugin_spec("fake-slow")}
     process = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
