@@ -71,7 +71,7 @@ def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int,
             from harness.floor import best_ceiling, measure_ceilings
 
             extra["ceilings"] = measure_ceilings(seconds_budget=seconds)
-        except ImportError as exc:
+        except ImportError as exc:  # also from inside measure_ceilings: no second measurement then
             measure_ceilings = None
             log(f"note: floor ceilings not measured ({exc})")
         if uses_cuda(plan.backends):

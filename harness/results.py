@@ -569,10 +569,11 @@ def merge_machine(current: dict, fingerprint: dict) -> dict:
     merged = {k: current[k] for k in FOLDER_KEYS if k in current}
     merged.update(fingerprint)
     own = _own(current)
-    if own and own != _own(fingerprint) and "earlier" not in fingerprint:
+    same = own == _own(fingerprint)
+    if own and not same and "earlier" not in fingerprint:
         previous = {k: v for k, v in current.items() if k not in FOLDER_KEYS}
         merged["earlier"] = [*current.get("earlier", []), previous][-MAX_EARLIER:]
-    if own == _own(fingerprint) and "ceilings" in current and "ceilings" not in fingerprint:
+    if same and "ceilings" in current and "ceilings" not in fingerprint:
         merged["ceilings"] = current["ceilings"]  # none measured (--no-ceilings): the same fingerprint's stay
     return merged
 

@@ -27,9 +27,9 @@ XOR2_UPDATES = 9999
 PER_SHAPE_COMPILERS = ("torch-compile", "jax-unrolled")
 
 
-def fast_tier(names: Sequence[str], slow: Sequence[str] = PER_SHAPE_COMPILERS) -> list:
-    """``names`` as pytest parameters, those in ``slow`` marked slow (left out of `make test-fast`)."""
-    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
+def fast_tier(names: Sequence[str]) -> list:
+    """``names`` as pytest parameters, the PER_SHAPE_COMPILERS marked slow (left out of `make test-fast`)."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in PER_SHAPE_COMPILERS else n for n in names]
 
 
 def usable(name: str) -> Backend:
