@@ -70,7 +70,8 @@ def build_parser() -> Parser:
     parser = Parser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    sub.add_parser("list", help="every registered backend, available or not, with the reason")
+    listing = sub.add_parser("list", help="every registered backend, available or not, with the reason")
+    listing.add_argument("--backends", type=name_list, help="comma-separated names (default: every registered one)")
 
     run = sub.add_parser("run", help="train once on one backend and print the loss trace")
     run.add_argument("--backend", required=True)

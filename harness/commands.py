@@ -57,8 +57,12 @@ def _check_thread_variables() -> None:
 
 
 def cmd_list(args) -> int:
-    width = max(map(len, backends.names()))
-    for name in backends.names():
+    names = args.backends or backends.names()
+    for name in names:
+        if name not in backends.REGISTRY:
+            raise UsageError(str(backends.UnknownBackend(name)))
+    width = max(map(len, names))
+    for name in names:
         why = backends.availability(name)
         state = "available" if why is None else f"unavailable: {why}"
         print(f"{name:<{width}}  {state:<40}  {backends.declared(name, 'SUMMARY', '')}")

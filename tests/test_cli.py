@@ -49,6 +49,13 @@ def test_list_names_every_backend_with_a_reason(capsys, fakes):
     assert "unavailable: needs the fake accelerator" in out
 
 
+def test_list_of_named_backends_shows_those_only(capsys, fakes):
+    assert main(["list", "--backends", "fake-unavailable,numpy"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["fake-unavailable", "numpy"]
+    assert "unavailable: needs the fake accelerator" in lines[0] and "available" in lines[1]
+
+
 @pytest.mark.slow  # imports every backend's library / measures the ceilings
 def test_validate_passes_for_good_and_fails_for_a_wrong_backend(capsys, fakes):
     assert main(["validate", "--backends", "fake-good", "--quick"]) == 0
@@ -71,6 +78,8 @@ BAD = [
     (["run", "--backend", "fake-unavailable", "--problem", "xor3"], "not available here"),
     (["run", "--backend", "python", "--problem", "xor3", "--dtype", "float32"], "supports float64"),
     (["validate", "--backends", "numpy,nope"], "unknown backend"),
+    (["list", "--backends", "numpy,nope"], "unknown backend"),
+    (["list", "--backends", "numpy,numpy"], "'numpy' given twice"),
     (["validate", "--backends", ","], "empty list"),
     (["bench", "--preset", "huge"], "unknown preset"),
     (["bench", "--backends", "numpy,nope"], "unknown backend"),
