@@ -30,12 +30,23 @@ Method (docs/performance.md discusses it with the numbers):
      ``sigmoid_latency_s_<dtype>`` and ``fma_latency_s_<dtype>`` ceilings (3. below).
    - floor = max(t_compute, t_memory, t_latency). Throughput bounds the large points, latency the
      small ones (at 4 x 4 the chain is several times the throughput time).
+   - more than one thread: the next iteration needs every thread's share of this one (the W0
+     gradient sums the rows the threads hold; a split of the hidden units sums the output
+     pre-activation across them), so an iteration's chain crosses cores at least once:
+     t_latency + handoff, with ``handoff_latency_s`` the measured one-way hand-off of a cache line
+     (4. below). The machine's floor is the lesser of the one-thread floor and the all-thread one
+     with that chain: where one iteration is shorter than a hand-off, one thread is the faster way.
 
 3. The two latencies are measured on one thread as dependent chains: ``x = sigmoid(x)`` as the
    kernels compute it (``fsigmoid(x)``, the value of ``1 / (1 + fexp(-x))``), and ``x = x*c + d``
    (a multiply-add, whose latency the model also uses for an add: equal on current x86 cores,
    within one cycle on others). A folder whose ceilings predate them (no ``*_latency_*`` keys) gets the throughput
    floor alone, and ``floor_parts`` says so (``latency_s`` None).
+
+4. ``handoff_latency_s`` (machines with more than one thread): two threads play ping-pong on one
+   64-bit word, each waiting for its turn with atomic acquire loads and passing it with a release
+   store (``measure_handoff``); a round trip is two hand-offs. Folders measured before it was
+   have no such key, and their all-thread floor has no hand-off in it.
 
 The floor is optimistic on purpose (perfect overlap, no loop or reduction overhead): a backend
 within 2x of it is close to what this machine can do. This module imports Numba (to measure);
@@ -124,9 +135,51 @@ def _build():
         for i in range(lo, hi):
             a[i] = b[i] + s * c[i]
 
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    def _slot(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]], wraparound=False)
+
+    @intrinsic
+    def load_acquire(typingctx, flags, i):
+        """flags[i], an atomic load with acquire order: a spin loop re-reads memory every turn (a
+        plain load would be hoisted out of it)."""
+        return flags.dtype(flags, i), lambda c, b, sig, args: b.load_atomic(_slot(c, b, sig, args), "acquire", 8)
+
+    @intrinsic
+    def store_release(typingctx, flags, i, value):
+        """flags[i] = value, an atomic store with release order."""
+
+        def codegen(context, builder, sig, args):
+            value = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
+            builder.store_atomic(value, _slot(context, builder, sig, args), "release", 8)
+            return context.get_dummy_value()
+
+        return types.void(flags, i, value), codegen
+
+    @njit(nogil=True)
+    def pingpong(flags, me, rounds, patience):
+        """Player ``me`` (0 or 1) of a ping-pong on flags[0]: wait for its turn, pass it on. Gives up
+        (and tells the other through flags[1]) after ``patience`` polls of one turn: the other
+        thread was descheduled, and the run measures the scheduler, not the cores."""
+        for r in range(rounds):
+            turn = 2 * r + me
+            polls = 0
+            while load_acquire(flags, 0) != turn:
+                polls += 1
+                if polls > patience or load_acquire(flags, 1) != 0:
+                    store_release(flags, 1, 1)
+                    return False
+            store_release(flags, 0, turn + 1)
+        return True
+
     _kernels = dict(
-        np=np, sigmoid=sigmoid, exp=exp, fma16=fma16, triad=triad, sigmoid_chain=sigmoid_chain, fma_chain=fma_chain
-    )
+        np=np, sigmoid=sigmoid, exp=exp, fma16=fma16, triad=triad, sigmoid_chain=sigmoid_chain, fma_chain=fma_chain,
+        pingpong=pingpong,
+    )  # fmt: skip
     return _kernels
 
 
@@ -161,8 +214,9 @@ def measure_ceilings(seconds_budget: float = 2.0) -> dict:
     k = _build()
     np = k["np"]
     threads = numba.get_num_threads()
-    # 12 compute measurements, 4 latency ones and 2 bandwidth ones (counted double) share the budget
-    slot = max(seconds_budget, 0.2) / 20
+    # 12 compute measurements, 4 latency ones, 2 bandwidth ones (counted double) and the hand-off
+    # share the budget
+    slot = max(seconds_budget, 0.2) / 21
     out: dict = {"threads": threads, "method": "see harness/floor.py"}
     elems = 4096  # 32 KiB of float64: L1-resident
     for dtype in ("float64", "float32"):
@@ -199,7 +253,33 @@ def measure_ceilings(seconds_budget: float = 2.0) -> dict:
     ]
     out["bytes_per_s_1t"] = 24 * n / _best(lambda: k["triad"](a, b, c, 3.0, 0, n), 2 * slot)
     out["bytes_per_s"] = 24 * n / _best(lambda: _on_threads(parts), 2 * slot)
+    if threads > 1:
+        handoff = measure_handoff(slot)
+        if handoff is not None:
+            out["handoff_latency_s"] = handoff
     return out
+
+
+def measure_handoff(seconds: float, rounds: int = 20000, patience: int = 1 << 20) -> float | None:
+    """One-way latency of handing a cache line from one core to another and back, halved: two
+    threads play ping-pong on one int64 (atomic acquire loads, release stores) for ``rounds``
+    round trips; best of the runs filling ``seconds``. None when no run finished: each gives up
+    when a turn takes more than ``patience`` polls (the other thread is not running)."""
+    k = _build()
+    flags = k["np"].zeros(8, k["np"].int64)  # one cache line: flags[0] the turn, flags[1] give up
+    k["pingpong"](flags, 0, 1, patience)  # compile (one round, one player: the turn is its own)
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    tries = 0
+    while tries < 3 or (time.perf_counter() < deadline and tries < 100):
+        flags[:] = 0
+        t = time.perf_counter()
+        _on_threads([partial(k["pingpong"], flags, me, rounds, patience) for me in (0, 1)])
+        elapsed = time.perf_counter() - t
+        if flags[1] == 0:
+            best = min(best, elapsed)
+        tries += 1
+    return best / (2 * rounds) if best < float("inf") else None
 
 
 def best_ceiling(key: str, a: float, b: float) -> float:
@@ -257,6 +337,14 @@ def floor_parts(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=
     )
     t_memory = nbytes / ceilings[f"bytes_per_s{sfx}"]
     t_latency = latency_seconds(N, H, dtype, ceilings, D, O)
+    floor = max(t_compute, t_memory, t_latency or 0.0)
+    handoff = None if one_thread or ceilings.get("threads", 1) < 2 else ceilings.get("handoff_latency_s")
+    if handoff and t_latency is not None:
+        # More than one thread: the chain crosses cores at least once an iteration (the W0
+        # gradient sums rows, or the output pre-activation hidden units, held by two threads).
+        # The floor is the better of one thread and all of them with that hand-off.
+        alone = floor_parts(N, H, dtype, ceilings, D, O, one_thread=True)["floor_s"]
+        floor = min(alone, max(t_compute, t_memory, t_latency + handoff))
     return {
         "sigmoids": sigmoids,
         "macs": macs,
@@ -264,7 +352,8 @@ def floor_parts(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=
         "compute_s": t_compute,
         "memory_s": t_memory,
         "latency_s": t_latency,
-        "floor_s": max(t_compute, t_memory, t_latency or 0.0),
+        "handoff_s": handoff,
+        "floor_s": floor,
     }
 
 
@@ -272,7 +361,9 @@ def floor_seconds(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_threa
     """Least seconds one training iteration can take: max(compute, memory, latency time).
 
     ``one_thread=True`` uses the single-thread ceilings (the floor for a serial backend);
-    the default uses all threads (the floor for the machine).
+    the default is the floor for the machine: the lesser of that and the all-thread floor, whose
+    chain includes one hand-off between cores (without a ``handoff_latency_s`` ceiling: the
+    all-thread floor alone, as before that ceiling was measured).
     """
     return floor_parts(batch, hidden, dtype, ceilings, inputs, outputs, one_thread)["floor_s"]
 

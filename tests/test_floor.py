@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness.floor import critical_path, floor_parts, floor_seconds, latency_seconds, measure_ceilings
+from harness.floor import (
+    critical_path,
+    floor_parts,
+    floor_seconds,
+    latency_seconds,
+    measure_ceilings,
+    measure_handoff,
+)
 
 # Round figures of the kind measure_ceilings returns (one thread = all threads here).
 CEIL = {
@@ -42,6 +49,52 @@ def test_ceilings_without_latencies_give_the_throughput_floor():
     parts = floor_parts(4, 4, "float64", old)
     assert parts["latency_s"] is None and latency_seconds(4, 4, "float64", old) is None
     assert parts["floor_s"] == max(parts["compute_s"], parts["memory_s"])
+
+
+# Two threads, each at the one-thread rates above, and a hand-off of 100 ns between them.
+TWO = {**CEIL, **{k.removesuffix("_1t"): 2 * v for k, v in CEIL.items() if k.endswith("_1t")}, "threads": 2,
+       "handoff_latency_s": 100e-9}  # fmt: skip
+
+
+def test_a_hand_off_between_cores_makes_small_points_one_threads():
+    for n, h in ((4, 4), (4, 16), (16, 16), (64, 64), (4096, 1024)):
+        alone = floor_parts(n, h, "float64", TWO, one_thread=True)
+        together = floor_parts(n, h, "float64", TWO)
+        assert alone["handoff_s"] is None and together["handoff_s"] == 100e-9
+        chain = together["latency_s"] + 100e-9
+        assert together["floor_s"] == min(alone["floor_s"], max(together["compute_s"], together["memory_s"], chain))
+    # 4 x 16: two threads would halve one thread's 94 ns of work, but the chain with the hand-off
+    # (57 + 100 ns) is longer than that work, so the floor is one thread's; at 4096 x 1024 the
+    # hand-off is nothing and both threads count
+    small, large = floor_parts(4, 16, "float64", TWO), floor_parts(4096, 1024, "float64", TWO)
+    assert small["floor_s"] == floor_seconds(4, 16, "float64", TWO, one_thread=True) > small["compute_s"]
+    assert large["floor_s"] == large["compute_s"] == pytest.approx(floor_seconds(4096, 1024, "float64", TWO, one_thread=True) / 2)
+    # a folder measured before the hand-off was (no key), or with one thread: the all-thread floor
+    for ceilings in ({k: v for k, v in TWO.items() if k != "handoff_latency_s"}, {**TWO, "threads": 1}):
+        parts = floor_parts(4, 16, "float64", ceilings)
+        assert parts["handoff_s"] is None
+        assert parts["floor_s"] == max(parts["compute_s"], parts["memory_s"], parts["latency_s"]) < small["floor_s"]
+
+
+def test_the_ping_pong_gives_up_when_the_other_player_never_plays():
+    from harness.floor import _build
+
+    flags = _build()["np"].zeros(8, "int64")
+    # alone, player 0 plays its first turn, then waits for a turn that never comes
+    assert _build()["pingpong"](flags, 0, 2, 10_000) is False
+    assert list(flags[:2]) == [1, 1]  # its one move, and the give-up flag
+
+
+@pytest.mark.slow
+def test_measured_hand_off_is_plausible():
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: there is no other core to hand off to")
+    # short runs (0.2-0.5 ms each), so that one of them fits between two preemptions on a busy machine
+    handoff = measure_handoff(0.5, rounds=2000)
+    # a cache line crossing cores takes tens to hundreds of nanoseconds, not microseconds
+    assert handoff is not None and 5e-9 < handoff < 5e-6
 
 
 @pytest.mark.slow

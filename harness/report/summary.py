@@ -157,8 +157,10 @@ def _numba_targets(table, frame, dtype, ceilings, floor_fn) -> list[str]:
     lines += [
         "",
         "Every point (floor: `harness.floor.floor_seconds` with this machine's ceilings in `machine.json`: the "
-        "larger of the throughput time and the critical path of one iteration; ceilings measured before the "
-        "latencies were give the throughput floor alone):",
+        "larger of the throughput time and the critical path of one iteration, on one thread or on all of them "
+        "with one hand-off between cores in the path, whichever is less; ceilings measured before the latencies "
+        "were give the all-thread throughput floor alone, and before the hand-off was, the all-thread floor "
+        "without it):",
         "",
         "| N x H | best Numba / floor | fastest other CPU backend / best Numba | numpy / best Numba |",
         "|---|---|---|---|",
