@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from harness import timing
+from harness.schema import BUDGET_USED_UP
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def admit(
     the sweep (None: it may run): the sweep's time budget, memory, the point budget predicted."""
     dtype, batch, hidden = point
     if elapsed > preset.total_budget:
-        return f"sweep time budget of {preset.total_budget:.0f} s used up"
+        return BUDGET_USED_UP.format(preset.total_budget)
     memory = memory_refusal(backend, dtype, batch, hidden)
     if memory:
         return memory

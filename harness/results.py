@@ -46,6 +46,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.schema import (  # noqa: F401  (re-exported: the schema's names, read where the store is)
+    BUDGET_USED_UP,
+    BUDGET_USED_UP_PATTERN,
     CACHE_STATES,
     DEVICES,
     LAYOUTS,

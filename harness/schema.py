@@ -49,6 +49,11 @@ import numpy as np
 from backends.base import DTYPES
 from harness.problems import MAX_BATCH, MAX_WIDTH
 
+#: The reason of a row a sweep skipped because its time budget was used up, and how reports
+#: recognise one: it says nothing about its point, so it supersedes no earlier run's measurement.
+BUDGET_USED_UP = "sweep time budget of {:.0f} s used up"
+BUDGET_USED_UP_PATTERN = r"sweep time budget of \d+ s used up"
+
 
 class Status(str, Enum):
     """A row's status in runs.csv, and of a worker's answer that is not a timing (``harness.protocol.Failure``)."""

@@ -162,6 +162,27 @@ def test_crossover_always_and_newest_commit_wins():
     assert any("older commits superseded" in n for n in notes_for(frame))
 
 
+def test_a_sweep_out_of_time_does_not_hide_an_earlier_measurement():
+    """A budget-cut row says nothing about its point: the earlier run's rows stand. Any other newer
+    row (a skip with another reason, a measurement) supersedes as before; a point no run reached
+    keeps its newest skipped rows."""
+    from harness.report.rows import newest
+    from harness.results import BUDGET_USED_UP
+
+    cut = BUDGET_USED_UP.format(400)
+    rows = [row("numba-cpu", 4, 8, 1.0, commit="old"), row("numba-cpu", 4, 8, "", "skipped", cut, commit="new"),
+            row("numpy", 4, 8, 2.0, commit="old"), row("numpy", 4, 8, 3.0, commit="new"),
+            row("jax", 4, 8, 1.5, commit="old"), row("jax", 4, 8, "", "skipped", "unavailable: gone", commit="new"),
+            row("torch", 64, 8, "", "skipped", BUDGET_USED_UP.format(450), commit="old"),
+            row("torch", 64, 8, "", "skipped", cut, commit="new")]  # fmt: skip
+    kept, dropped = newest(pd.DataFrame(rows, columns=COLUMNS))
+    by = kept.set_index("backend")
+    assert by.loc["numba-cpu", "commit"] == "old" and by.loc["numba-cpu", "status"] == "ok"
+    assert by.loc["numpy", "commit"] == "new" and by.loc["jax", "commit"] == "new"
+    assert by.loc["torch", "commit"] == "new" and by.loc["torch", "reason"] == cut
+    assert len(kept) == 4 and dropped == 4
+
+
 def test_single_machine_skips_cross_machine_with_reason(tmp_path):
     rows = [row("numba-cuda", n, 8, "", status="skipped", reason="no CUDA GPU") for n in BATCHES]
     append_rows(tmp_path / "solo" / "runs.csv", rows)

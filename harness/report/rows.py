@@ -21,7 +21,15 @@ import pandas as pd
 
 import backends
 from backends import REFERENCE
-from harness.results import NUMERIC, RUNS, ResultsError, fill_device, read_machine, read_runs
+from harness.results import (
+    BUDGET_USED_UP_PATTERN,
+    NUMERIC,
+    RUNS,
+    ResultsError,
+    fill_device,
+    read_machine,
+    read_runs,
+)
 
 __all__ = ["REFERENCE", "RUNS"]
 
@@ -64,12 +72,18 @@ def _with_source(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def newest(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Per point, keep the rows with the commit of its last (newest) row; returns (rows, dropped count)."""
+    """Per point, keep the rows with the commit of its last (newest) row; returns (rows, dropped count).
+
+    A row the sweep skipped because its time budget was used up (``schema.BUDGET_USED_UP``) is no
+    measurement: where an earlier run measured the point, that run's rows are kept instead. A point
+    no run reached keeps its newest skipped rows, which say why."""
     frame = _with_source(frame)
     if frame.empty:
         return frame, 0
+    cut = (frame["status"] == "skipped") & frame["reason"].fillna("").astype(str).str.fullmatch(BUDGET_USED_UP_PATTERN)
     last = frame.groupby(POINT, sort=False)["commit"].transform("last")
-    keep = frame["commit"] == last
+    reached = frame["commit"].where(~cut).groupby([frame[c] for c in POINT], sort=False).transform("last")
+    keep = frame["commit"] == reached.fillna(last)
     return frame[keep], int((~keep).sum())
 
 
