@@ -46,7 +46,8 @@ Method (docs/performance.md discusses it with the numbers):
 4. ``handoff_latency_s`` (machines with more than one thread): two threads play ping-pong on one
    64-bit word, each waiting for its turn with atomic acquire loads and passing it with a release
    store (``measure_handoff``); a round trip is two hand-offs. Folders measured before it was
-   have no such key, and their all-thread floor has no hand-off in it.
+   have no such key, nor does a measurement in which no ping-pong run finished (another process
+   kept taking one of the two cores); their all-thread floor has no hand-off in it.
 
 The floor is optimistic on purpose (perfect overlap, no loop or reduction overhead): a backend
 within 2x of it is close to what this machine can do. This module imports Numba (to measure);
@@ -287,6 +288,17 @@ def measure_handoff(seconds: float, rounds: int = 50000, patience: int = 1 << 20
 def best_ceiling(key: str, a: float, b: float) -> float:
     """The better of two measurements of ceiling ``key``: the higher rate, the shorter latency."""
     return min(a, b) if "_latency_" in key else max(a, b)
+
+
+def better_ceilings(first: dict, second: dict) -> dict:
+    """``first`` with each measured (float) ceiling of ``second`` merged in: the better of the two
+    where both have it, ``second``'s where only it does (a hand-off that finished in one of the
+    two measurements only); every other entry is ``first``'s."""
+    merged = dict(first)
+    for key, value in second.items():
+        if isinstance(value, float):
+            merged[key] = best_ceiling(key, value, first[key]) if isinstance(first.get(key), float) else value
+    return merged
 
 
 def _levels(n: int) -> int:

@@ -68,7 +68,7 @@ def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int,
     measure_ceilings = None
     if ceilings:
         try:
-            from harness.floor import best_ceiling, measure_ceilings
+            from harness.floor import better_ceilings, measure_ceilings
 
             extra["ceilings"] = measure_ceilings(seconds_budget=seconds)
         except ImportError as exc:  # also from inside measure_ceilings: no second measurement then
@@ -84,9 +84,7 @@ def bench_and_report(plan: bench.Plan, preset_name: str, threads_requested: int,
     start = time.monotonic()
     path = bench.sweep(plan, log=log, progress=progress)
     if measure_ceilings:  # measured again after the sweep; the better of the two is the ceiling
-        for key, value in measure_ceilings(seconds_budget=seconds).items():
-            if isinstance(value, float):
-                info["ceilings"][key] = best_ceiling(key, value, info["ceilings"][key])
+        info["ceilings"] = better_ceilings(info["ceilings"], measure_ceilings(seconds_budget=seconds))
         results.write_machine(directory, info, log)
     print(f"results: {path} ({time.monotonic() - start:.0f} s)")
     if plots:

@@ -109,6 +109,21 @@ def test_measured_latencies_are_plausible():
         assert 1 / fma < ceil[f"fma_per_s_{dt}_1t"]
 
 
+def test_two_measurements_merge_when_one_lacks_a_ceiling():
+    """The hand-off is left out of a measurement where no ping-pong finished: merging the one before
+    a sweep with the one after keeps whichever has it (a KeyError once failed the sweep here)."""
+    from harness.floor import better_ceilings
+
+    before = {"threads": 2, "method": "m", "sigmoid_per_s_float64": 1e9, "sigmoid_latency_s_float64": 2.5e-8}
+    after = {"threads": 2, "method": "m", "sigmoid_per_s_float64": 2e9, "sigmoid_latency_s_float64": 2.3e-8,
+             "handoff_latency_s": 6e-8}  # fmt: skip
+    merged = {"threads": 2, "method": "m", "sigmoid_per_s_float64": 2e9, "sigmoid_latency_s_float64": 2.3e-8,
+              "handoff_latency_s": 6e-8}  # fmt: skip
+    assert better_ceilings(before, after) == merged
+    assert better_ceilings(after, before) == merged
+    assert better_ceilings(before, {}) == before
+
+
 def test_the_better_of_two_measurements_is_the_higher_rate_and_the_shorter_latency():
     from harness.floor import best_ceiling
 
