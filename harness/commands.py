@@ -57,10 +57,12 @@ def _check_thread_variables() -> None:
 
 
 def cmd_list(args) -> int:
-    names = args.backends or backends.names()
-    for name in names:
-        if name not in backends.REGISTRY:
-            raise UsageError(str(backends.UnknownBackend(name)))
+    from harness.bench import resolve_backends
+
+    try:
+        names = resolve_backends(args.backends)
+    except backends.UnknownBackend as exc:
+        raise UsageError(str(exc)) from None
     width = max(map(len, names))
     for name in names:
         why = backends.availability(name)

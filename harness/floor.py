@@ -291,14 +291,19 @@ def best_ceiling(key: str, a: float, b: float) -> float:
 
 
 def better_ceilings(first: dict, second: dict) -> dict:
-    """``first`` with each measured (float) ceiling of ``second`` merged in: the better of the two
-    where both have it, ``second``'s where only it does (a hand-off that finished in one of the
-    two measurements only); every other entry is ``first``'s."""
-    merged = dict(first)
+    """Two measurements of the ceilings merged: for each measured one (a positive float) the better
+    where both have it, the one measurement's where only one does (a hand-off that finished in
+    one of them only; a ceiling a newer harness measured); every other entry is ``first``'s where
+    it has one, else ``second``'s."""
+    merged = {**second, **first}
     for key, value in second.items():
-        if isinstance(value, float):
-            merged[key] = best_ceiling(key, value, first[key]) if isinstance(first.get(key), float) else value
+        if _is_rate(value):
+            merged[key] = best_ceiling(key, value, first[key]) if _is_rate(first.get(key)) else value
     return merged
+
+
+def _is_rate(value) -> bool:
+    return isinstance(value, float) and value > 0
 
 
 def _levels(n: int) -> int:
@@ -352,8 +357,9 @@ def floor_parts(batch, hidden, dtype, ceilings, inputs=3, outputs=1, one_thread=
     t_memory = nbytes / ceilings[f"bytes_per_s{sfx}"]
     t_latency = latency_seconds(N, H, dtype, ceilings, D, O)
     floor = max(t_compute, t_memory, t_latency or 0.0)
-    handoff = None if one_thread or ceilings.get("threads", 1) < 2 else ceilings.get("handoff_latency_s")
-    if handoff and t_latency is not None:
+    several = not one_thread and ceilings.get("threads", 1) > 1 and t_latency is not None
+    handoff = ceilings.get("handoff_latency_s") if several else None  # None: not in this floor
+    if handoff:
         # More than one thread: the chain crosses cores at least once an iteration (the W0
         # gradient sums rows, or the output pre-activation hidden units, held by two threads).
         # The floor is the better of one thread and all of them with that hand-off.

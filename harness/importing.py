@@ -36,7 +36,7 @@ from functools import cache
 from pathlib import Path
 
 from harness import results
-from harness.floor import best_ceiling
+from harness.floor import better_ceilings
 
 KEY = ("backend", "dtype", "batch", "hidden", "repeat", "commit", "timestamp")
 POINT = ("backend", "dtype", "batch", "hidden", "commit")
@@ -151,10 +151,7 @@ def _import(report: Imported, source: Path, fingerprint: dict, sources: dict, pa
     # The ceilings are the machine's: of the folder's and the source's measurements of each, the
     # better is kept (as ``make bench`` keeps the better of its two), and those the folder lacks
     # (say, measured by a newer harness on the source) come with the import.
-    ceilings = {**fingerprint.get("ceilings", {}), **current.get("ceilings", {})}
-    for key, value in fingerprint.get("ceilings", {}).items():
-        if _is_rate(value) and _is_rate(current.get("ceilings", {}).get(key)):
-            ceilings[key] = best_ceiling(key, value, current["ceilings"][key])
+    ceilings = better_ceilings(current.get("ceilings", {}), fingerprint.get("ceilings", {}))
     if ceilings:
         current = {**current, "ceilings": ceilings}
     imports = list(current.get("imported", []))
@@ -164,10 +161,6 @@ def _import(report: Imported, source: Path, fingerprint: dict, sources: dict, pa
             "rows_appended": report.appended, "rows_left_out": report.shadowed, "note": note,
         })  # fmt: skip
     results.write_machine(target, {**current, "imported": imports}, log)
-
-
-def _is_rate(value) -> bool:
-    return isinstance(value, float) and value > 0
 
 
 def describe(report: Imported) -> str:

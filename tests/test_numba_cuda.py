@@ -61,6 +61,7 @@ def _simulator_on_one_core():
     finally:
         os.sched_setaffinity(0, before)
 
+
 #: The sweep's grid (preset gpu): every point must get a one-launch path on an H100.
 GPU_BATCHES = (4, 16, 64, 256, 1024, 4096, 16384, 65536)
 GPU_HIDDEN = (4, 64, 1024, 4096)
