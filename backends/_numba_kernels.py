@@ -23,9 +23,10 @@ SMALL_WORK and fewer than COLUMN_MIN_BATCH rows: ``_tile_rows`` over the whole b
 the tiled loop on one thread (``_train_serial``: ``_chunk`` of ``_tile_rows`` or ``_tile_cols``
 over every tile), the parallel one (``_train_parallel``: ``prange`` over fixed chunks of tiles, one
 accumulator set per chunk) and the hidden split
-(``_train_hidden``: the batch one row tile, ``prange`` over fixed chunks of hidden units, each
-chunk's ``_forward_rows``, ``sigmoid_tile``, ``partial_rows``, ``_backward_rows`` and ``update``
-on its own units; for batches of fewer tiles than threads).
+(``_train_hidden``: the batch one row tile, fixed chunks of hidden units, each chunk's
+``_forward_rows``, ``sigmoid_tile``, ``partial_rows``, ``_backward_rows`` and ``update`` on its
+own units, run by a team of threads that meet through atomic flags once an iteration, started by
+``run_team``; for batches of fewer tiles than threads).
 
 Tiles. The batch is streamed in tiles of T rows whose activations (T*H values) stay in L1/L2;
 the N x H activation matrix is never built. ``prepare_net`` stores X and y tile-major (ntiles x
@@ -78,6 +79,7 @@ Every kernel reads ``one`` (1 in the problem dtype) and ``alpha`` already cast t
 
 from __future__ import annotations
 
+import threading
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -87,11 +89,14 @@ from numba import njit, prange, types
 from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic
 
-from backends import _numba_exp
+from backends import _numba_atomics, _numba_exp
+from backends._numba_atomics import compare_swap, fetch_add, load_acquire, sched_yield, store_release
 from backends._numba_exp import EXP_FM, KERNEL_FM, exp32, exp64, fexp, fsigmoid  # noqa: F401 (harness.floor)
 
 #: In every kernel's closure (see "Disk cache" above): the kernels' disk-cache keys follow the exp.
 EXP_SOURCE = zlib.crc32(Path(_numba_exp.__file__).read_bytes())
+#: The same for the atomics, in the hidden split's kernel (the one that uses them).
+ATOMICS_SOURCE = zlib.crc32(Path(_numba_atomics.__file__).read_bytes())
 
 FUSE_MAX = 4  # D and O up to this: fused single-pass forms (loops over d, o fully unrolled)
 OPTS = dict(fastmath=KERNEL_FM, error_model="numpy")
@@ -505,7 +510,7 @@ class Net(NamedTuple):
     """What the loop reads and trains, as one kernel argument.
 
     3-layer: X and y tile-major (ntiles x D x T, ntiles x O x T), W0 (D x H), W1t = W1.T (O x H);
-    in the hidden split one tile (T = N), and W0, W1t flat and chunk-major: chunk c's D x hc block
+    in the hidden split one tile (T = N rounded up to whole ``TEAM_LINE``s, zeros past N), and W0, W1t flat and chunk-major: chunk c's D x hc block
     of W0 (O x hc of W1t) at D * hb[c] (O * hb[c]), C-contiguous (``weights`` undoes it).
     2-layer: X (N x D), y = y.T (O x N), W0 = W0.T (O x D), W1t empty."""
 
@@ -524,8 +529,11 @@ class Work(NamedTuple):
     bounds: chunk c owns hidden units hb[c] .. hb[c+1]-1; empty in the other regimes). The 2-layer
     net uses d2 (O x N) and G0 (O x D). In the hidden split a chunk's slices hold its hc = hb[c+1] -
     hb[c] units: A (N x hc), G0 (D x hc), G1 (O x hc), each flat at the start of its slice; d2[c] the
-    chunk's share of the output pre-activations, and one more slice, d2[nchunks], the output delta
-    (its own: a chunk's next shares are written while the others still read the delta)."""
+    chunk's share of the output pre-activations for even iterations, d2[nchunks + c] for odd ones,
+    and d2[2 * nchunks + c] the chunk's own copy of the output delta, each row padded to a whole
+    number of cache-line pairs (``TEAM_LINE``) so that no two chunks write one line; flags (int64)
+    the team's join count and one flag per chunk, ``TEAM_LINE`` words apart (``_train_hidden``;
+    empty in the other regimes)."""
 
     A: np.ndarray
     d2: np.ndarray
@@ -533,6 +541,7 @@ class Work(NamedTuple):
     G1: np.ndarray
     closs: np.ndarray
     hb: np.ndarray
+    flags: np.ndarray
 
 
 KERNELS: dict[tuple, object] = {}
@@ -609,7 +618,7 @@ def _train_small(HS, D, O, fuse, DT, OT):  # noqa: E741
         remainder loops."""
         _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
-        Abuf, d2, G0, G1, _, _ = work
+        Abuf, d2, G0, G1, _, _, _ = work
         scale = 1.0 / (N * O)
         Af = Abuf[0]
         A = Af.reshape((N, HS))
@@ -639,7 +648,7 @@ def _train_serial(D, O, cols, fuse, DT, OT):  # noqa: E741
         """The 3-layer net on one thread: one chunk holding every tile."""
         _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
-        Abuf, d2, G0, G1, _, _ = work
+        Abuf, d2, G0, G1, _, _, _ = work
         ntiles, _, T = X.shape
         H = W0.shape[1]
         scale = 1.0 / (N * O)
@@ -673,7 +682,7 @@ def _train_parallel(D, O, cols, fuse, DT, OT):  # noqa: E741
         """The 3-layer net with the tiles cut into fixed contiguous chunks, one per thread."""
         _key = exp_source  # (unused: it only has to be a cell)
         X, y, W0, W1t, N, alpha, one = net
-        Abuf, d2, G0, G1, closs, _ = work
+        Abuf, d2, G0, G1, closs, _, _ = work
         ntiles, _, T = X.shape
         H = W0.shape[1]
         nchunks = closs.shape[0]
@@ -718,65 +727,169 @@ def hidden_block(flat, hb, c, K):
     return flat[K * hb[c] : K * hb[c + 1]].reshape((K, hb[c + 1] - hb[c]))
 
 
+TEAM_LINE = 16  # int64 words between two team flags: each in a cache line (and prefetch pair) of its own
+TEAM_SOLO = 1 << 40  # the join word once one thread has taken every chunk
+TEAM_PATIENCE = 1 << 16  # polls (most of them yielding: ~0.1 s) a thread waits for the others to join before it runs every chunk itself
+TEAM_SPIN = 1 << 12  # polls of a flag before each further poll also yields the core (``team_wait``)
+
+
+@njit(**STEP)
+def team_join(flags, nchunks, w):
+    """The chunks thread ``w`` of the hidden split's team runs, as a range: its own (w, w + 1) once
+    all ``nchunks`` threads have joined (flags[0] counts them in); all of them, (0, nchunks), if
+    the others have not joined after TEAM_PATIENCE polls and this thread is the one to claim them
+    (it swaps the count it last saw for TEAM_SOLO); none, (0, 0), if another thread claimed them.
+    So the loop never waits long for a thread that comes late (one the scheduler has not started:
+    a busy machine) or never (an OpenMP region given fewer threads than asked, in the C twin),
+    and every chunk is run once. The join's wait is paid once a run, not once an iteration."""
+    w = np.int64(w)  # (0, 0) and (w, w + 1) must be one type
+    if fetch_add(flags, 0, 1) >= TEAM_SOLO:
+        return 0, 0
+    polls = 0
+    while True:
+        seen = load_acquire(flags, 0)
+        if seen == nchunks:
+            return w, w + 1
+        if seen >= TEAM_SOLO:
+            return 0, 0
+        polls += 1
+        if polls > TEAM_SPIN:
+            sched_yield()
+        if polls > TEAM_PATIENCE and compare_swap(flags, 0, seen, TEAM_SOLO):
+            return 0, nchunks
+
+
+@njit(**STEP)
+def team_wait(flags, nchunks, it):
+    """Wait until every chunk's flag says it finished iteration ``it`` (acquire loads). Spins for
+    TEAM_SPIN polls (a few microseconds: an iteration's skew between threads), then yields the core
+    at every poll: on a busy machine the thread waited for may be queued behind this one, and a
+    spin would hold it off for a whole time slice."""
+    for k in range(nchunks):
+        polls = 0
+        while load_acquire(flags, TEAM_LINE * (1 + k)) <= it:
+            polls += 1
+            if polls > TEAM_SPIN:
+                sched_yield()
+
+
+@njit(**STEP)
+def hidden_chunk(it, iterations, X0, A, Af, W0c, W1c, e, g0, g1, share, N, hc, D, O, DT, OT, one, alpha, fuse):  # noqa: E741
+    """A chunk of the hidden split, one iteration: the previous iteration's backward pass (from the
+    output delta ``e``) and the update of the chunk's own W0 columns and W1 rows, then, unless the
+    run is over, this iteration's pre-activations, sigmoid and output pre-activation ``share``."""
+    if it > 0:
+        if fuse:
+            backward_rows_fused(A, X0, W1c, e, g0[0], g1[0], N, hc, D, O, DT, OT, one)
+        else:
+            backward_rows_multi(A, X0, W1c, e, g0[0], g1[0], N, hc, D, O, DT, OT, one)
+        update(W1c, g1, 1, O, hc, alpha)
+        update(W0c, g0, 1, D, hc, alpha)
+    if it < iterations:
+        if fuse:
+            forward_rows_fused(A, X0, W0c, N, hc, D)
+        else:
+            forward_rows_multi(A, X0, W0c, N, hc, D)
+        sigmoid_tile(Af, N * hc, one)
+        partial_rows(A, W1c, share, N, hc, O)
+
+
+@njit(**STEP)
+def hidden_output(d2, half, nchunks, e, y0, N, O, one):  # noqa: E741
+    """The output delta into ``e`` from the chunks' shares d2[half .. half + nchunks - 1], summed in
+    chunk order; returns sum |err|."""
+    loss = 0.0
+    for o in range(O):
+        for t in range(N):
+            z = d2[half, o, t]
+            for k in range(1, nchunks):
+                z += d2[half + k, o, t]
+            err, e[o, t] = output_delta(z, y0[o, t], one)
+            loss += err
+    return loss
+
+
 def _train_hidden(D, O, fuse, DT, OT):  # noqa: E741
     exp_source = EXP_SOURCE  # a cell of the kernel: its cache key (see the top)
+    atomics_source = ATOMICS_SOURCE
 
-    @njit(cache=True, parallel=True, **OPTS)
-    def train_hidden(net, work, iterations, log_every, losses):
-        """The 3-layer net with the hidden units cut into fixed contiguous chunks, one per thread
-        (for batches of fewer tiles than threads): the whole batch is one row tile. Per chunk,
-        in one parallel region: the previous iteration's backward pass and the update of the
-        chunk's own W0 columns and W1 rows (they depend on its own hidden units only: no gradient
-        is summed across chunks), then this iteration's pre-activations, sigmoid and the chunk's
-        share of the output pre-activations -- which read only those same weights, so the two
-        halves of an iteration need no second region. Then, on one thread, the shares summed in
-        chunk order, the output delta (into a slice of its own: ``Work``) and the loss. (A last
-        region runs the last backward pass.)"""
-        _key = exp_source  # (unused: it only has to be a cell)
+    @njit(cache=True, nogil=True, **OPTS)
+    def train_hidden(net, work, w, iterations, log_every, losses):
+        """Thread ``w``'s part of the hidden split (``run_team`` starts one thread per chunk): the
+        3-layer net with the hidden units cut into fixed contiguous chunks, the whole batch one row
+        tile. The threads form a team (``team_join``) that meets once an iteration through flags,
+        not a parallel region's fork and join. Each thread runs its chunk (``hidden_chunk``: the
+        previous iteration's backward pass and the update of the chunk's own W0 columns and W1
+        rows, which depend on its own hidden units only, then this iteration's forward pass and
+        the chunk's share of the output pre-activations, written to the iteration's half of the
+        share buffers: ``Work``), sets its flag to the iteration's number (release), waits for
+        every flag (acquire), and computes the output delta into a copy of its own from the shares
+        summed in chunk order (``hidden_output``); chunk 0 logs the loss. A share is rewritten two
+        iterations later, after every chunk has set its flag for the iteration in between, so
+        after every chunk has read it. The thread's views of its chunk are made once, before the
+        loop: a view made in the loop would count references on the whole array, an atomic
+        operation on a cache line every thread writes. If the team does not form, one thread runs
+        every chunk, with the same sums in the same order: the result does not depend on the team."""
+        _key = (exp_source, atomics_source)  # (unused: they only have to be cells)
         X, y, W0, W1t, N, alpha, one = net
-        Abuf, d2, G0, G1, _, hb = work
+        Abuf, d2, G0, G1, _, hb, flags = work
         nchunks = hb.shape[0] - 1
         scale = 1.0 / (N * O)
         X0 = X[0]
         y0 = y[0]
-        e = d2[nchunks]
-        for it in range(iterations + 1):
-            for c in prange(nchunks):
-                hc = hb[c + 1] - hb[c]
-                Af = Abuf[c]
-                A = Af[: N * hc].reshape((N, hc))
-                W0c = hidden_block(W0, hb, c, D)
-                W1c = hidden_block(W1t, hb, c, O)
-                if it > 0:
+        first, last = team_join(flags, nchunks, w)
+        team = last - first == 1
+        c = first
+        hc = hb[c + 1] - hb[c]
+        Af = Abuf[c]
+        A = Af[: N * hc].reshape((N, hc))
+        W0c = hidden_block(W0, hb, c, D)
+        W1c = hidden_block(W1t, hb, c, O)
+        g0 = G0[c][: D * hc].reshape((1, D, hc))
+        g1 = G1[c][: O * hc].reshape((1, O, hc))
+        e = d2[2 * nchunks + c]
+        even, odd = d2[c], d2[nchunks + c]
+        for it in range(iterations + 1 if first < last else 0):
+            half = (it & 1) * nchunks
+            for c in range(first, last):
+                if not team:  # one thread runs every chunk: its views, every time
+                    hc = hb[c + 1] - hb[c]
+                    Af = Abuf[c]
+                    A = Af[: N * hc].reshape((N, hc))
+                    W0c = hidden_block(W0, hb, c, D)
+                    W1c = hidden_block(W1t, hb, c, O)
                     g0 = G0[c][: D * hc].reshape((1, D, hc))
                     g1 = G1[c][: O * hc].reshape((1, O, hc))
-                    if fuse:
-                        backward_rows_fused(A, X0, W1c, e, g0[0], g1[0], N, hc, D, O, DT, OT, one)
-                    else:
-                        backward_rows_multi(A, X0, W1c, e, g0[0], g1[0], N, hc, D, O, DT, OT, one)
-                    update(W1c, g1, 1, O, hc, alpha)
-                    update(W0c, g0, 1, D, hc, alpha)
-                if it < iterations:
-                    if fuse:
-                        forward_rows_fused(A, X0, W0c, N, hc, D)
-                    else:
-                        forward_rows_multi(A, X0, W0c, N, hc, D)
-                    sigmoid_tile(Af, N * hc, one)
-                    partial_rows(A, W1c, d2[c], N, hc, O)
+                    e = d2[2 * nchunks + c]
+                    even, odd = d2[c], d2[nchunks + c]
+                share = odd if it & 1 else even
+                hidden_chunk(it, iterations, X0, A, Af, W0c, W1c, e, g0, g1, share, N, hc, D, O, DT, OT, one, alpha, fuse)
+                store_release(flags, TEAM_LINE * (1 + c), it + 1)
             if it == iterations:
                 break
-            loss = 0.0
-            for o in range(O):
-                for t in range(N):
-                    z = d2[0, o, t]
-                    for c in range(1, nchunks):
-                        z += d2[c, o, t]
-                    err, e[o, t] = output_delta(z, y0[o, t], one)
-                    loss += err
-            if log_every > 0 and it % log_every == 0:
-                losses[it // log_every] = loss * scale
+            team_wait(flags, nchunks, it)
+            for c in range(first, last):
+                loss = hidden_output(d2, half, nchunks, e if team else d2[2 * nchunks + c], y0, N, O, one)
+                if c == 0 and log_every > 0 and it % log_every == 0:
+                    losses[it // log_every] = loss * scale
 
     return train_hidden
+
+
+def run_team(kernel, net, work, iterations, log_every, losses) -> None:
+    """The hidden split's run: one thread per chunk, each running ``kernel`` (``_train_hidden``, a
+    ``nogil`` function) for its chunk, this thread running chunk 0; returns when all are done.
+    Python threads rather than a ``prange`` region: the team needs no parallel region (it meets
+    through flags), and Numba's parfor lowering of the same body took 17 s to compile against
+    about 8 s of the region-per-iteration kernel before it."""
+    work.flags[:] = 0
+    others = [threading.Thread(target=kernel, args=(net, work, w, iterations, log_every, losses))
+              for w in range(1, work.hb.shape[0] - 1)]  # fmt: skip
+    for thread in others:
+        thread.start()
+    kernel(net, work, 0, iterations, log_every, losses)
+    for thread in others:
+        thread.join()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -831,13 +944,13 @@ def prepare_net(problem, nchunks: int, hidden: bool = False) -> tuple[Net, Work,
     N, D = X.shape
     O = y.shape[1]  # noqa: E741
     empty = np.zeros((1, 0, 0), t)
-    nobounds = np.zeros(0, np.int64)
+    nobounds = noflags = np.zeros(0, np.int64)
     if len(problem.weights) == 1:
         W0t = np.array(problem.weights[0].T, order="C", copy=True)  # always a fresh copy
         net = Net(
             np.ascontiguousarray(X), np.ascontiguousarray(y.T), W0t, empty[0], N, t(problem.alpha), t(1)
         )
-        work = Work(empty[0], np.zeros((1, O, N), t), np.zeros((1, O, D), t), empty, np.zeros(1), nobounds)
+        work = Work(empty[0], np.zeros((1, O, N), t), np.zeros((1, O, D), t), empty, np.zeros(1), nobounds, noflags)
         return net, work, False
     H = problem.weights[0].shape[1]
     if hidden:
@@ -867,6 +980,7 @@ def prepare_net(problem, nchunks: int, hidden: bool = False) -> tuple[Net, Work,
         np.zeros((nchunks, O, H), t),
         np.zeros(nchunks),
         nobounds,
+        noflags,
     )
     return net, work, cols
 
@@ -884,9 +998,13 @@ def _prepare_hidden(problem, nchunks: int) -> tuple[Net, Work, bool]:
     nchunks = len(hb) - 1
     per = int(hb[1] - hb[0])
     blocks = range(nchunks)
+    line = TEAM_LINE * 8 // np.dtype(t).itemsize  # elements in TEAM_LINE int64 words
+    ld = -(-N // line) * line  # the rows of X, y and the output buffers, padded (``Work``)
+    Xp, yp = np.zeros((1, D, ld), t), np.zeros((1, O, ld), t)
+    Xp[0, :, :N], yp[0, :, :N] = X.T, y.T
     net = Net(
-        np.ascontiguousarray(X.T, dtype=t)[None],
-        np.ascontiguousarray(y.T, dtype=t)[None],
+        Xp,
+        yp,
         np.concatenate([W0[:, hb[c] : hb[c + 1]].ravel() for c in blocks]).astype(t),
         np.concatenate([W1[hb[c] : hb[c + 1]].T.ravel() for c in blocks]).astype(t),
         N,
@@ -895,11 +1013,12 @@ def _prepare_hidden(problem, nchunks: int) -> tuple[Net, Work, bool]:
     )
     work = Work(
         np.zeros((nchunks, N * per), t),
-        np.zeros((nchunks + 1, O, N), t),
+        np.zeros((3 * nchunks, O, ld), t),
         np.zeros((nchunks, D * per), t),
         np.zeros((nchunks, O * per), t),
         np.zeros(nchunks),
         hb,
+        np.zeros(TEAM_LINE * (nchunks + 1), np.int64),
     )
     return net, work, False
 

@@ -221,9 +221,9 @@ class C(Backend):
             )
         elif work.hb.shape[0] > 0:  # the hidden split
             getattr(lib, f"nn_train_hidden_{sfx}")(
-                ptr(net.X), ptr(net.y), ptr(net.W0), ptr(net.W1t), net.N, work.hb.shape[0] - 1,
+                ptr(net.X), ptr(net.y), ptr(net.W0), ptr(net.W1t), net.N, net.X.shape[2], work.hb.shape[0] - 1,
                 ptr(work.hb, "int64_t *"), ptr(work.A), ptr(work.d2), ptr(work.G0), ptr(work.G1),
-                net.alpha, iterations, log_every, out,
+                ptr(work.flags, "int64_t *"), net.alpha, iterations, log_every, out,
             )  # fmt: skip
         else:
             ntiles, _, T = net.X.shape

@@ -8,7 +8,9 @@ chosen by the same rule (its ``PARALLEL_MIN_WORK``; 2-layer nets and small probl
 serial loop), with the harness's thread count (``set_threads``) in place of Numba's. Where the
 batch has fewer row tiles than threads it runs numba-parallel's hidden split by the same rule
 (``split_hidden``, ``nn_train_hidden``: the same chunks of hidden units, the chunks' shares of
-the output pre-activations summed in the same order, one parallel region per iteration). The
+the output pre-activations summed in the same order, and the same team: one parallel region for
+the run, its threads meeting once an iteration through the same flags, with ``__atomic``
+builtins; OpenMP starts the team where numba-parallel starts Python threads). The
 threads are GCC's libgomp, the OpenMP runtime Numba's default "omp" threading layer also runs on
 where it is chosen (``numba.threading_layer()``; the development machine's is "omp").
 """

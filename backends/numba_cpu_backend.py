@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from backends import _numba_exp, _numba_kernels
-from backends._numba_kernels import Net, Work, prepare_net, train_kernel, weights
+from backends._numba_kernels import Net, Work, prepare_net, run_team, train_kernel, weights
 from backends.base import Backend, Problem, TrainResult, UnsupportedProblem, n_logged, numba_compilations
 
 
@@ -82,7 +82,10 @@ class NumbaCpu(Backend):
 
     def run(self, state: NumbaState, iterations: int, log_every: int) -> None:
         losses = np.zeros(n_logged(iterations, log_every))
-        state.kernel(state.net, state.work, iterations, log_every, losses)
+        if state.hidden:  # one thread per chunk (numba-parallel)
+            run_team(state.kernel, state.net, state.work, iterations, log_every, losses)
+        else:
+            state.kernel(state.net, state.work, iterations, log_every, losses)
         state.losses.append(losses)
 
     def fetch(self, state: NumbaState) -> TrainResult:

@@ -5,10 +5,13 @@ contiguous ranges (one per thread), each thread runs the same tile steps as numb
 own gradient accumulators, and the accumulators are summed once, after the region, before the
 single weight update. The split is fixed at ``prepare`` so results do not depend on scheduling.
 Where the batch has fewer row tiles than threads, the hidden units are split instead (the hidden
-split, ``split_hidden``: one parallel region per iteration, as for the tiles, each thread
-updating its own hidden units' weights). Problems too small to pay for a parallel region per iteration (fewer than
-``PARALLEL_MIN_WORK`` hidden activations per iteration, or a single tile, and not split by hidden
-unit) and 2-layer nets run numba-cpu's serial kernel.
+split, ``split_hidden``): each thread keeps its own hidden units and updates their weights, and
+the threads are a team for the whole run -- started once by ``run_team`` (Python threads, each
+running the ``nogil`` kernel for its chunk), meeting once an iteration through atomic flags
+instead of a parallel region's fork and join (``_numba_kernels._train_hidden``). Problems too
+small to pay for a parallel region per iteration (fewer than ``PARALLEL_MIN_WORK`` hidden
+activations per iteration, or a single tile) or for the team's meetings (below
+``HIDDEN_SPLIT_MIN_WORK``), and 2-layer nets, run numba-cpu's serial kernel.
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ from backends.numba_cpu_backend import NumbaCpu
 # iteration), 1.4-1.5x at 2^14 when the batch has several tiles, 1.5-2x from 2^16 on. (On a machine
 # whose other core is busy the barrier waits for a descheduled thread and parallel loses below ~2^20.)
 PARALLEL_MIN_WORK = 1 << 14
-# The hidden split (backends/_numba_kernels.py, ``_train_hidden``), for batches of fewer row tiles
-# than threads. Measured on the loaded 2-core machine against numba-cpu, best of 3-4 rounds
-# (docs/performance.md, "Parallel"): 0.56-0.78x from N*H = 2^13 with H >= 128 (4x2048, 4x4096,
-# 64x256, 128x128, 256x256); at 2^12 from 0.85x to 1.37x depending on the set of rounds (4x1024,
-# 16x256, 64x64: a Numba parallel region costs ~3-5 us there); narrower layers against the column
-# layout's serial kernel lose at 2^13 (128x64 1.00-1.03, 256x32 1.08-1.27, 512x16 1.37-2.15) and
-# win from 2^14 with H >= 32 (512x32 0.88, 256x64 0.69-0.85).
-HIDDEN_SPLIT_MIN_WORK = 1 << 13  # hidden activations per iteration, layers of HIDDEN_SPLIT_WIDE units on
-HIDDEN_SPLIT_WIDE = 128
+# The hidden split (backends/_numba_kernels.py, ``_train_hidden``: a team of threads for the whole
+# run), for batches of fewer row tiles than threads. Measured on the 2-core EPYC VM against
+# numba-cpu, each backend in a process of its own, float64, best and median of 5 runs of ~0.12 s,
+# two rounds (docs/performance.md, "The hidden split as a team"): from N*H = 2^12 with H >= 64,
+# 0.58-0.74x at 4x1024, 0.62-0.70x at 16x256, 0.71-0.93x at 64x64 (one best-of-5 1.13), 0.56-0.75x
+# at 16x512, 0.73-0.97x at 256x64, but 1.0-1.26x at 4x512 and 1.02-1.11x at 32x128 (both off the
+# default grid); below 2^12 it loses where the one-thread small kernel runs (4x64 2.8-9.8x, 16x16
+# 1.9-2.3x, 64x16 1.7x) and is even at 2^10 (4x256 0.57-0.89x, 16x64 0.94-1.05x); narrower layers
+# lose at 2^13 (256x32 1.17-1.73x). (The region-per-iteration hidden split it replaced won only
+# from 2^13 with H >= 128 and from 2^14 with H >= 32.)
+HIDDEN_SPLIT_MIN_WORK = 1 << 12  # hidden activations per iteration, layers of HIDDEN_SPLIT_WIDE units on
+HIDDEN_SPLIT_WIDE = 64
 HIDDEN_SPLIT_NARROW_MIN_WORK = 1 << 14  # the same for narrower layers, of HIDDEN_SPLIT_MIN_H units on
 HIDDEN_SPLIT_MIN_H = 32
 

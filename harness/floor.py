@@ -136,30 +136,7 @@ def _build():
         for i in range(lo, hi):
             a[i] = b[i] + s * c[i]
 
-    from numba import types
-    from numba.core import cgutils
-    from numba.extending import intrinsic
-
-    def _slot(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]], wraparound=False)
-
-    @intrinsic
-    def load_acquire(typingctx, flags, i):
-        """flags[i], an atomic load with acquire order: a spin loop re-reads memory every turn (a
-        plain load would be hoisted out of it)."""
-        return flags.dtype(flags, i), lambda c, b, sig, args: b.load_atomic(_slot(c, b, sig, args), "acquire", 8)
-
-    @intrinsic
-    def store_release(typingctx, flags, i, value):
-        """flags[i] = value, an atomic store with release order."""
-
-        def codegen(context, builder, sig, args):
-            value = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
-            builder.store_atomic(value, _slot(context, builder, sig, args), "release", 8)
-            return context.get_dummy_value()
-
-        return types.void(flags, i, value), codegen
+    from backends._numba_atomics import load_acquire, store_release
 
     @njit(nogil=True)
     def pingpong(flags, me, rounds, patience):

@@ -301,6 +301,34 @@ def test_c_openmp_hidden_split_agrees_with_numba_parallel(monkeypatch, batch, hi
     assert max_relative_error(mine, reference_result(problem, 40, 10)) <= TOLERANCE[dtype]
 
 
+_ALONE_CHILD = textwrap.dedent("""
+    import json
+    from backends.c_openmp_backend import COpenmp
+    from harness.agreement import max_relative_error, reference_result
+    from harness.problems import scaled
+    COpenmp.split_hidden = lambda self, problem: True
+    omp = COpenmp()
+    omp.set_threads(2)
+    problem = scaled(4, 64, seed=5)
+    state = omp.prepare(problem)
+    omp.run(state, 30, 10)
+    error = max_relative_error(omp.fetch(state), reference_result(problem, 30, 10))
+    print(json.dumps([len(state.work.hb) - 1, int(state.work.flags[0]), error]))
+""")
+
+
+def test_c_openmp_hidden_split_runs_alone_when_openmp_gives_one_thread():
+    """OpenMP may give the team's region fewer threads than it asks for (here OMP_THREAD_LIMIT=1):
+    the one thread runs every chunk after the join's patience instead of waiting for ever."""
+    from backends._numba_kernels import TEAM_SOLO
+
+    usable("c-openmp")
+    out = subprocess.run([sys.executable, "-c", _ALONE_CHILD], cwd=ROOT, env=dict(os.environ, OMP_THREAD_LIMIT="1"),
+                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    chunks, join, error = json.loads(out.stdout.strip().splitlines()[-1])
+    assert chunks == 2 and join >= TEAM_SOLO and error <= TOLERANCE["float64"]
+
+
 def test_c_openmp_uses_the_harness_thread_count():
     omp = usable("c-openmp")
     before = omp.threads()

@@ -12,7 +12,7 @@ numba = pytest.importorskip("numba")
 
 import backends  # noqa: E402
 from backends import _numba_kernels as K  # noqa: E402
-from backends.base import Problem, TrainResult, UnsupportedProblem, train  # noqa: E402
+from backends.base import Problem, TrainResult, UnsupportedProblem, n_logged, train  # noqa: E402
 from harness.agreement import TOLERANCE, max_relative_error, reference_result  # noqa: E402
 from harness.problems import scaled  # noqa: E402
 from tests.helpers import compilations_in_a_fresh_process  # noqa: E402
@@ -252,6 +252,26 @@ def test_hidden_split_agrees_with_numpy(forced_hidden_split, batch, hidden, inpu
     assert max_relative_error(split, reference_result(problem, 30, 7)) <= TOLERANCE[dtype]
 
 
+def test_hidden_split_runs_alone_when_the_team_does_not_form():
+    """Thread 0 of the hidden split's team run with no thread 1: after TEAM_PATIENCE polls it runs
+    both chunks itself (it never waits for ever), with the same sums in the same order as a team,
+    so the result is the team's bit for bit."""
+    problem = scaled(4, 64, seed=5)
+    kernel = K.train_kernel(2, 3, 1, False, True, 4, 64, hidden=True)
+    alone, team = K.prepare_net(problem, 2, hidden=True), K.prepare_net(problem, 2, hidden=True)
+    assert len(alone[1].hb) == 3  # two chunks
+    losses = np.zeros(n_logged(30, 10)), np.zeros(n_logged(30, 10))
+    alone[1].flags[:] = 0
+    kernel(alone[0], alone[1], 0, 30, 10, losses[0])  # thread 0 only
+    assert alone[1].flags[0] >= K.TEAM_SOLO
+    K.run_team(kernel, team[0], team[1], 30, 10, losses[1])  # both threads (or one, if the other came late)
+    assert np.array_equal(losses[0], losses[1])
+    for a, b in zip(K.weights(*alone[:2]), K.weights(*team[:2]), strict=True):
+        assert np.array_equal(a, b)
+    reference = reference_result(problem, 30, 10)
+    assert max_relative_error(TrainResult(K.weights(*alone[:2]), losses[0]), reference) <= TOLERANCE["float64"]
+
+
 def test_hidden_split_weights_round_trip():
     """The chunk-major weights of the hidden split come back as the problem's arrays, untouched."""
     problem = scaled(5, 45, seed=3)
@@ -268,10 +288,13 @@ def test_hidden_split_weights_round_trip():
         (4, 4096, 2, True),  # N*H = 2^14, one row tile of 4 rows
         (4, 4096, 1, False),  # one thread: nothing to split
         (4, 2048, 2, True),  # 2^13, H >= HIDDEN_SPLIT_WIDE
-        (4, 1024, 2, False),  # 2^12: below HIDDEN_SPLIT_MIN_WORK
+        (4, 1024, 2, True),  # 2^12: HIDDEN_SPLIT_MIN_WORK
+        (4, 512, 2, False),  # 2^11: below it
+        (64, 64, 2, True),  # 2^12, one column tile, H = HIDDEN_SPLIT_WIDE
         (64, 256, 2, True),  # one column tile
-        (256, 64, 2, True),  # 2^14, narrow: HIDDEN_SPLIT_NARROW_MIN_WORK
-        (128, 64, 2, False),  # 2^13, narrow
+        (512, 32, 2, True),  # 2^14, narrow: HIDDEN_SPLIT_NARROW_MIN_WORK
+        (256, 32, 2, False),  # 2^13, narrow
+        (256, 16, 2, False),  # 2^12, H < HIDDEN_SPLIT_MIN_H
         (1024, 16, 2, False),  # H < HIDDEN_SPLIT_MIN_H (and two tiles)
         (16, 1024, 2, False),  # two row tiles of 8 rows: the tiles are split
         (16, 1024, 4, True),  # two row tiles, four threads

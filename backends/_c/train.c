@@ -28,6 +28,7 @@
  *    -fopenmp) so that they still vectorise there.
  * The included train_body.h is the loop, written once over REAL (double, then float). */
 #include <math.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -53,6 +54,45 @@
 #endif
 
 #define PRAGMA(x) _Pragma(#x)
+
+/* ---- the hidden split's team (_numba_kernels.team_join, TEAM_*) ---------------------------- */
+
+#define TEAM_LINE 16
+#define TEAM_SOLO ((int64_t)1 << 40)
+#define TEAM_PATIENCE ((int64_t)1 << 16)
+#define TEAM_SPIN ((int64_t)1 << 12)
+
+/* The chunks thread w runs, [*first, *last): its own once all nchunks threads have joined (flags[0]
+ * counts them in); all of them if the others have not joined after TEAM_PATIENCE polls and this
+ * thread claims them (it swaps the count it last saw for TEAM_SOLO); none if another one did. OpenMP
+ * may give the region fewer threads than asked for: then no thread waits for one that never comes. */
+static void team_join(int64_t *flags, int64_t nchunks, int64_t w, int64_t *first, int64_t *last) {
+    *first = *last = 0;
+    if (__atomic_fetch_add(flags, 1, __ATOMIC_SEQ_CST) >= TEAM_SOLO) return;
+    for (int64_t polls = 0;; polls++) {
+        int64_t seen = __atomic_load_n(flags, __ATOMIC_ACQUIRE);
+        if (seen == nchunks) {
+            *first = w;
+            *last = w + 1;
+            return;
+        }
+        if (seen >= TEAM_SOLO) return;
+        if (polls >= TEAM_SPIN) sched_yield();
+        if (polls >= TEAM_PATIENCE &&
+            __atomic_compare_exchange_n(flags, &seen, TEAM_SOLO, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            *last = nchunks;
+            return;
+        }
+    }
+}
+
+/* Until every chunk's flag says it finished iteration it (_numba_kernels.team_wait): spin, then
+ * yield the core at every poll after TEAM_SPIN. */
+static void team_wait(int64_t *flags, int64_t nchunks, int64_t it) {
+    for (int64_t k = 0; k < nchunks; k++)
+        for (int64_t polls = 0; __atomic_load_n(flags + TEAM_LINE * (1 + k), __ATOMIC_ACQUIRE) <= it; polls++)
+            if (polls >= TEAM_SPIN) sched_yield();
+}
 #define SIMD_SUM(...) PRAGMA(omp simd reduction(+ : __VA_ARGS__))
 
 /* ---- the exp of backends/_numba_exp.py ---------------------------------------------------- */

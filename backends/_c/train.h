@@ -19,11 +19,11 @@ int nn_train3_f64(const double *X, const double *y, double *W0, double *W1t, int
 int nn_train3_f32(const float *X, const float *y, float *W0, float *W1t, int64_t N, int64_t H, int64_t T,
                   int64_t ntiles, int cols, int64_t nchunks, float *A, float *d2, float *G0, float *G1,
                   double *closs, float alpha, int64_t iterations, int64_t log_every, double *losses);
-int nn_train_hidden_f64(const double *X, const double *y, double *W0, double *W1t, int64_t N, int64_t nchunks,
-                        const int64_t *hb, double *A, double *d2, double *G0, double *G1, double alpha,
+int nn_train_hidden_f64(const double *X, const double *y, double *W0, double *W1t, int64_t N, int64_t ld, int64_t nchunks,
+                        const int64_t *hb, double *A, double *d2, double *G0, double *G1, int64_t *flags, double alpha,
                         int64_t iterations, int64_t log_every, double *losses);
-int nn_train_hidden_f32(const float *X, const float *y, float *W0, float *W1t, int64_t N, int64_t nchunks,
-                        const int64_t *hb, float *A, float *d2, float *G0, float *G1, float alpha,
+int nn_train_hidden_f32(const float *X, const float *y, float *W0, float *W1t, int64_t N, int64_t ld, int64_t nchunks,
+                        const int64_t *hb, float *A, float *d2, float *G0, float *G1, int64_t *flags, float alpha,
                         int64_t iterations, int64_t log_every, double *losses);
 double nn_exp64(double x);
 float nn_exp32(float x);

@@ -354,48 +354,60 @@ int SFX(nn_train3)(const REAL *X, const REAL *y, REAL *W0, REAL *W1t, int64_t N,
 }
 
 /* _train_hidden: the hidden units in fixed contiguous chunks hb[c] .. hb[c+1]-1, one per thread, the
- * batch one row tile (X, y: D x N, O x N). W0, W1t are chunk-major: chunk c's D x hc block of W0 at
- * D * hb[c], its O x hc block of W1t at O * hb[c]. Per chunk, slices of hb[1] - hb[0] units: A (N x hc),
- * G0 (D x hc), G1 (O x hc); d2[c] (O x N) the chunk's share of the output pre-activations, summed in
- * chunk order, and d2[nchunks] the output delta. One parallel region per iteration (and one more
- * for the last backward pass), as in the Numba kernel. */
-int SFX(nn_train_hidden)(const REAL *X, const REAL *y, REAL *W0, REAL *W1t, int64_t N, int64_t nchunks,
-                         const int64_t *hb, REAL *A, REAL *d2, REAL *G0, REAL *G1, REAL alpha, int64_t iterations,
-                         int64_t log_every, double *losses) {
+ * batch one row tile (X, y: D x ld, O x ld, the rows N padded to ld). W0, W1t are chunk-major: chunk
+ * c's D x hc block of W0 at D * hb[c], its O x hc block of W1t at O * hb[c]. Per chunk, slices of
+ * hb[1] - hb[0] units: A (N x hc), G0 (D x hc), G1 (O x hc); d2 (3 * nchunks slices of O x ld): the
+ * chunk's share of the output pre-activations at d2[c] on even iterations, d2[nchunks + c] on odd ones,
+ * and its own copy of the output delta at d2[2 * nchunks + c]. One parallel region for the run, a
+ * persistent team meeting once an iteration through flags (team_join, release stores and acquire
+ * loads of __atomic builtins), as in the Numba kernel; the shares summed in chunk order. */
+int SFX(nn_train_hidden)(const REAL *X, const REAL *y, REAL *W0, REAL *W1t, int64_t N, int64_t ld,
+                         int64_t nchunks, const int64_t *hb, REAL *A, REAL *d2, REAL *G0, REAL *G1, int64_t *flags,
+                         REAL alpha, int64_t iterations, int64_t log_every, double *losses) {
     double scale = 1.0 / (double)(N * NO);
-    int64_t per = hb[1] - hb[0];
-    REAL *delta = d2 + nchunks * NO * N;
-    for (int64_t it = 0; it <= iterations; it++) {
-        /* per chunk: the previous iteration's backward pass and update, then this one's forward */
-        PRAGMA(omp parallel for num_threads(nchunks) schedule(static, 1))
-        for (int64_t c = 0; c < nchunks; c++) {
-            int64_t hc = hb[c + 1] - hb[c];
-            REAL *Ac = A + c * N * per, *W0c = W0 + ND * hb[c], *W1c = W1t + NO * hb[c];
-            if (it > 0) {
-                REAL *g0 = G0 + c * ND * per, *g1 = G1 + c * NO * per;
-                SFX(backward_rows)(Ac, X, W1c, delta, g0, g1, N, hc, N);
-                SFX(update)(W1c, g1, 1, NO, hc, alpha);
-                SFX(update)(W0c, g0, 1, ND, hc, alpha);
+    int64_t per = hb[1] - hb[0], slice = NO * ld;
+    memset(flags, 0, sizeof(int64_t) * TEAM_LINE * (nchunks + 1));
+    PRAGMA(omp parallel for num_threads(nchunks) schedule(static, 1))
+    for (int64_t w = 0; w < nchunks; w++) {
+        int64_t first, last;
+        team_join(flags, nchunks, w, &first, &last);
+        for (int64_t it = 0; first < last && it <= iterations; it++) {
+            int64_t half = (it & 1) * nchunks;
+            for (int64_t c = first; c < last; c++) {
+                int64_t hc = hb[c + 1] - hb[c];
+                REAL *Ac = A + c * N * per, *W0c = W0 + ND * hb[c], *W1c = W1t + NO * hb[c];
+                if (it > 0) {
+                    REAL *g0 = G0 + c * ND * per, *g1 = G1 + c * NO * per;
+                    SFX(backward_rows)(Ac, X, W1c, d2 + (2 * nchunks + c) * slice, g0, g1, N, hc, ld);
+                    SFX(update)(W1c, g1, 1, NO, hc, alpha);
+                    SFX(update)(W0c, g0, 1, ND, hc, alpha);
+                }
+                if (it < iterations) {
+                    SFX(forward_rows)(Ac, X, W0c, N, hc, ld);
+                    SFX(sigmoid_flat)(Ac, N * hc);
+                    SFX(partial_rows)(Ac, W1c, d2 + (half + c) * slice, N, hc, ld);
+                    __atomic_store_n(flags + TEAM_LINE * (1 + c), it + 1, __ATOMIC_RELEASE);
+                }
             }
-            if (it < iterations) {
-                SFX(forward_rows)(Ac, X, W0c, N, hc, N);
-                SFX(sigmoid_flat)(Ac, N * hc);
-                SFX(partial_rows)(Ac, W1c, d2 + c * NO * N, N, hc, N);
+            if (it == iterations) break;
+            team_wait(flags, nchunks, it);
+            const REAL *shares = d2 + half * slice;
+            for (int64_t c = first; c < last; c++) {
+                REAL *delta = d2 + (2 * nchunks + c) * slice;
+                double loss = 0.0;
+                for (int o = 0; o < NO; o++) {
+                    for (int64_t t = 0; t < N; t++) {
+                        REAL z = shares[o * ld + t];
+                        for (int64_t k = 1; k < nchunks; k++) z += shares[k * slice + o * ld + t];
+                        REAL a = SFX(sigmoid)(z);
+                        REAL err = y[o * ld + t] - a;
+                        delta[o * ld + t] = err * a * ((REAL)1 - a);
+                        loss += fabs(err);
+                    }
+                }
+                if (c == 0 && log_every > 0 && it % log_every == 0) losses[it / log_every] = loss * scale;
             }
         }
-        if (it == iterations) break;
-        double loss = 0.0;
-        for (int o = 0; o < NO; o++) {
-            for (int64_t t = 0; t < N; t++) {
-                REAL z = d2[o * N + t];
-                for (int64_t c = 1; c < nchunks; c++) z += d2[c * NO * N + o * N + t];
-                REAL a = SFX(sigmoid)(z);
-                REAL err = y[o * N + t] - a;
-                delta[o * N + t] = err * a * ((REAL)1 - a);
-                loss += fabs(err);
-            }
-        }
-        if (log_every > 0 && it % log_every == 0) losses[it / log_every] = loss * scale;
     }
     return 0;
 }
