@@ -60,6 +60,7 @@ class NumbaParallel(NumbaCpu):
     NAME = "numba-parallel"
     SUMMARY = "Numba @njit(parallel=True), prange over rows"
     COLOUR, MARKER = "#D55E00", "D"
+    LOOP_FILES = ("backends/_numba_atomics.py",)  # the hidden split's team (numba-cpu's files come with the base)
 
     def chunks(self, problem: Problem) -> int:
         """One chunk per thread from PARALLEL_MIN_WORK hidden activations on (``prepare`` caps it
