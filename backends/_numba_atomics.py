@@ -8,6 +8,7 @@ be an atomic load.
     store_release(a, i, v)         a[i] = v, release order
     fetch_add(a, i, v)             a[i] += v, returns the old value (sequentially consistent)
     compare_swap(a, i, old, new)   a[i] = new if a[i] == old; True if it did (sequentially consistent)
+    spin_pause()                   tell the core this thread is spinning (x86 ``pause``)
     sched_yield()                  let another thread have this core
 
 ``i`` is not bounds-checked.
@@ -15,9 +16,14 @@ be an atomic load.
 
 from __future__ import annotations
 
+import platform
+
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def _slot(context, builder, sig, args):
@@ -67,6 +73,21 @@ def compare_swap(typingctx, a, i, old, new):
         return builder.extract_value(pair, 1)
 
     return types.boolean(a, i, old, new), codegen
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """x86's ``pause`` (elsewhere nothing), for the body of a spin loop: it keeps the spinning thread
+    from flooding the core with loads its SMT sibling could use, and from the memory-order
+    mis-speculation when the awaited store arrives."""
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 #: ``sched_yield()`` (POSIX), called from a kernel: a waiting thread gives up its core to another

@@ -90,7 +90,14 @@ from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic
 
 from backends import _numba_atomics, _numba_exp
-from backends._numba_atomics import compare_swap, fetch_add, load_acquire, sched_yield, store_release
+from backends._numba_atomics import (
+    compare_swap,
+    fetch_add,
+    load_acquire,
+    sched_yield,
+    spin_pause,
+    store_release,
+)
 from backends._numba_exp import EXP_FM, KERNEL_FM, exp32, exp64, fexp, fsigmoid  # noqa: F401 (harness.floor)
 
 #: In every kernel's closure (see "Disk cache" above): the kernels' disk-cache keys follow the exp.
@@ -730,7 +737,7 @@ def hidden_block(flat, hb, c, K):
 TEAM_LINE = 16  # int64 words between two team flags: each in a cache line (and prefetch pair) of its own
 TEAM_SOLO = 1 << 40  # the join word once one thread has taken every chunk
 TEAM_PATIENCE = 1 << 16  # polls (most of them yielding: ~0.1 s) a thread waits for the others to join before it runs every chunk itself
-TEAM_SPIN = 1 << 12  # polls of a flag before each further poll also yields the core (``team_wait``)
+TEAM_SPIN = 1 << 9  # polls of a flag (each with a ``spin_pause``) before each further poll also yields the core
 
 
 @njit(**STEP)
@@ -753,6 +760,7 @@ def team_join(flags, nchunks, w):
         if seen >= TEAM_SOLO:
             return 0, 0
         polls += 1
+        spin_pause()
         if polls > TEAM_SPIN:
             sched_yield()
         if polls > TEAM_PATIENCE and compare_swap(flags, 0, seen, TEAM_SOLO):
@@ -762,15 +770,31 @@ def team_join(flags, nchunks, w):
 @njit(**STEP)
 def team_wait(flags, nchunks, it):
     """Wait until every chunk's flag says it finished iteration ``it`` (acquire loads). Spins for
-    TEAM_SPIN polls (a few microseconds: an iteration's skew between threads), then yields the core
+    TEAM_SPIN polls (some microseconds: an iteration's skew between threads), then yields the core
     at every poll: on a busy machine the thread waited for may be queued behind this one, and a
     spin would hold it off for a whole time slice."""
     for k in range(nchunks):
         polls = 0
         while load_acquire(flags, TEAM_LINE * (1 + k)) <= it:
             polls += 1
+            spin_pause()
             if polls > TEAM_SPIN:
                 sched_yield()
+
+
+@njit(**STEP)
+def chunk_views(Abuf, W0, W1t, G0, G1, d2, hb, c, N, D, O):  # noqa: E741
+    """Chunk c's views in the hidden split (``Net``, ``Work``): its units hc, its activations (flat
+    and N x hc), W0 and W1t blocks, gradient accumulators, output delta, and its share buffers of
+    the even and the odd iterations."""
+    nchunks = hb.shape[0] - 1
+    hc = hb[c + 1] - hb[c]
+    Af = Abuf[c]
+    A = Af[: N * hc].reshape((N, hc))
+    g0 = G0[c][: D * hc].reshape((1, D, hc))
+    g1 = G1[c][: O * hc].reshape((1, O, hc))
+    W0c, W1c = hidden_block(W0, hb, c, D), hidden_block(W1t, hb, c, O)
+    return hc, Af, A, W0c, W1c, g0, g1, d2[2 * nchunks + c], d2[c], d2[nchunks + c]
 
 
 @njit(**STEP)
@@ -839,29 +863,12 @@ def _train_hidden(D, O, fuse, DT, OT):  # noqa: E741
         y0 = y[0]
         first, last = team_join(flags, nchunks, w)
         team = last - first == 1
-        c = first
-        hc = hb[c + 1] - hb[c]
-        Af = Abuf[c]
-        A = Af[: N * hc].reshape((N, hc))
-        W0c = hidden_block(W0, hb, c, D)
-        W1c = hidden_block(W1t, hb, c, O)
-        g0 = G0[c][: D * hc].reshape((1, D, hc))
-        g1 = G1[c][: O * hc].reshape((1, O, hc))
-        e = d2[2 * nchunks + c]
-        even, odd = d2[c], d2[nchunks + c]
+        hc, Af, A, W0c, W1c, g0, g1, e, even, odd = chunk_views(Abuf, W0, W1t, G0, G1, d2, hb, first, N, D, O)
         for it in range(iterations + 1 if first < last else 0):
             half = (it & 1) * nchunks
             for c in range(first, last):
                 if not team:  # one thread runs every chunk: its views, every time
-                    hc = hb[c + 1] - hb[c]
-                    Af = Abuf[c]
-                    A = Af[: N * hc].reshape((N, hc))
-                    W0c = hidden_block(W0, hb, c, D)
-                    W1c = hidden_block(W1t, hb, c, O)
-                    g0 = G0[c][: D * hc].reshape((1, D, hc))
-                    g1 = G1[c][: O * hc].reshape((1, O, hc))
-                    e = d2[2 * nchunks + c]
-                    even, odd = d2[c], d2[nchunks + c]
+                    hc, Af, A, W0c, W1c, g0, g1, e, even, odd = chunk_views(Abuf, W0, W1t, G0, G1, d2, hb, c, N, D, O)
                 share = odd if it & 1 else even
                 hidden_chunk(it, iterations, X0, A, Af, W0c, W1c, e, g0, g1, share, N, hc, D, O, DT, OT, one, alpha, fuse)
                 store_release(flags, TEAM_LINE * (1 + c), it + 1)

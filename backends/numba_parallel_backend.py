@@ -33,8 +33,8 @@ PARALLEL_MIN_WORK = 1 << 14
 # two rounds (docs/performance.md, "The hidden split as a team"): from N*H = 2^12 with H >= 64,
 # 0.58-0.74x at 4x1024, 0.62-0.70x at 16x256, 0.71-0.93x at 64x64 (one best-of-5 1.13), 0.56-0.75x
 # at 16x512, 0.73-0.97x at 256x64, but 1.0-1.26x at 4x512 and 1.02-1.11x at 32x128 (both off the
-# default grid); below 2^12 it loses where the one-thread small kernel runs (4x64 2.8-9.8x, 16x16
-# 1.9-2.3x, 64x16 1.7x) and is even at 2^10 (4x256 0.57-0.89x, 16x64 0.94-1.05x); narrower layers
+# default grid); below 2^12 it loses where the one-thread small kernel runs (4x64 2.8x, 16x16
+# 1.9x, 64x16 1.7x) and is level or ahead at 2^10 (4x256 0.57-0.86x, 16x64 0.94-1.03x); narrower layers
 # lose at 2^13 (256x32 1.17-1.73x). (The region-per-iteration hidden split it replaced won only
 # from 2^13 with H >= 128 and from 2^14 with H >= 32.)
 HIDDEN_SPLIT_MIN_WORK = 1 << 12  # hidden activations per iteration, layers of HIDDEN_SPLIT_WIDE units on

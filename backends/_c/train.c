@@ -60,7 +60,12 @@
 #define TEAM_LINE 16
 #define TEAM_SOLO ((int64_t)1 << 40)
 #define TEAM_PATIENCE ((int64_t)1 << 16)
-#define TEAM_SPIN ((int64_t)1 << 12)
+#define TEAM_SPIN ((int64_t)1 << 9)
+#if defined(__x86_64__) || defined(__i386__)
+#define SPIN_PAUSE() __builtin_ia32_pause()
+#else
+#define SPIN_PAUSE() ((void)0)
+#endif
 
 /* The chunks thread w runs, [*first, *last): its own once all nchunks threads have joined (flags[0]
  * counts them in); all of them if the others have not joined after TEAM_PATIENCE polls and this
@@ -77,6 +82,7 @@ static void team_join(int64_t *flags, int64_t nchunks, int64_t w, int64_t *first
             return;
         }
         if (seen >= TEAM_SOLO) return;
+        SPIN_PAUSE();
         if (polls >= TEAM_SPIN) sched_yield();
         if (polls >= TEAM_PATIENCE &&
             __atomic_compare_exchange_n(flags, &seen, TEAM_SOLO, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
@@ -86,12 +92,14 @@ static void team_join(int64_t *flags, int64_t nchunks, int64_t w, int64_t *first
     }
 }
 
-/* Until every chunk's flag says it finished iteration it (_numba_kernels.team_wait): spin, then
- * yield the core at every poll after TEAM_SPIN. */
+/* Until every chunk's flag says it finished iteration it (_numba_kernels.team_wait): spin (with
+ * x86's pause), then yield the core at every poll after TEAM_SPIN. */
 static void team_wait(int64_t *flags, int64_t nchunks, int64_t it) {
     for (int64_t k = 0; k < nchunks; k++)
-        for (int64_t polls = 0; __atomic_load_n(flags + TEAM_LINE * (1 + k), __ATOMIC_ACQUIRE) <= it; polls++)
+        for (int64_t polls = 0; __atomic_load_n(flags + TEAM_LINE * (1 + k), __ATOMIC_ACQUIRE) <= it; polls++) {
+            SPIN_PAUSE();
             if (polls >= TEAM_SPIN) sched_yield();
+        }
 }
 #define SIMD_SUM(...) PRAGMA(omp simd reduction(+ : __VA_ARGS__))
 
