@@ -30,7 +30,8 @@ PARALLEL_MIN_WORK = 1 << 14
 # The hidden split (backends/_numba_kernels.py, ``_train_hidden``: a team of threads for the whole
 # run), for batches of fewer row tiles than threads. Measured on the 2-core EPYC VM against
 # numba-cpu, each backend in a process of its own, float64, best and median of 5 runs of ~0.12 s,
-# two rounds (docs/performance.md, "The hidden split as a team"): from N*H = 2^12 with H >= 64,
+# two rounds, before the spin got its ``pause`` (docs/performance.md, "The hidden split as a
+# team"; the sweeps on a busy host did not show these gains everywhere): from N*H = 2^12 with H >= 64,
 # 0.58-0.74x at 4x1024, 0.62-0.70x at 16x256, 0.71-0.93x at 64x64 (one best-of-5 1.13), 0.56-0.75x
 # at 16x512, 0.73-0.97x at 256x64, but 1.0-1.26x at 4x512 and 1.02-1.11x at 32x128 (both off the
 # default grid); below 2^12 it loses where the one-thread small kernel runs (4x64 2.8x, 16x16
