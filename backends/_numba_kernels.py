@@ -517,8 +517,9 @@ class Net(NamedTuple):
     """What the loop reads and trains, as one kernel argument.
 
     3-layer: X and y tile-major (ntiles x D x T, ntiles x O x T), W0 (D x H), W1t = W1.T (O x H);
-    in the hidden split one tile (T = N rounded up to whole ``TEAM_LINE``s, zeros past N), and W0, W1t flat and chunk-major: chunk c's D x hc block
-    of W0 (O x hc of W1t) at D * hb[c] (O * hb[c]), C-contiguous (``weights`` undoes it).
+    in the hidden split one tile (T = N rounded up to whole ``TEAM_LINE``s, zeros past N), and W0,
+    W1t flat and chunk-major: chunk c's D x hc block of W0 (O x hc of W1t) at D * hb[c] (O * hb[c]),
+    C-contiguous (``weights`` undoes it).
     2-layer: X (N x D), y = y.T (O x N), W0 = W0.T (O x D), W1t empty."""
 
     X: np.ndarray
@@ -736,7 +737,7 @@ def hidden_block(flat, hb, c, K):
 
 TEAM_LINE = 16  # int64 words between two team flags: each in a cache line (and prefetch pair) of its own
 TEAM_SOLO = 1 << 40  # the join word once one thread has taken every chunk
-TEAM_PATIENCE = 1 << 16  # polls (most of them yielding: ~0.1 s) a thread waits for the others to join before it runs every chunk itself
+TEAM_PATIENCE = 1 << 16  # polls (most of them yielding: 0.05 s on the 2-core VM) a thread waits for the others to join before it runs every chunk itself
 TEAM_SPIN = 1 << 9  # polls of a flag (each with a ``spin_pause``) before each further poll also yields the core
 
 
@@ -871,7 +872,8 @@ def _train_hidden(D, O, fuse, DT, OT):  # noqa: E741
                     hc, Af, A, W0c, W1c, g0, g1, e, even, odd = chunk_views(Abuf, W0, W1t, G0, G1, d2, hb, c, N, D, O)
                 share = odd if it & 1 else even
                 hidden_chunk(it, iterations, X0, A, Af, W0c, W1c, e, g0, g1, share, N, hc, D, O, DT, OT, one, alpha, fuse)
-                store_release(flags, TEAM_LINE * (1 + c), it + 1)
+                if it < iterations:
+                    store_release(flags, TEAM_LINE * (1 + c), it + 1)
             if it == iterations:
                 break
             team_wait(flags, nchunks, it)
